@@ -1,0 +1,48 @@
+"""Timestamps as integer microseconds since the epoch (UTC).
+
+Integers keep ordering and day arithmetic exact; floats or datetimes would not.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+__all__ = [
+    "US_PER_DAY",
+    "US_PER_HOUR",
+    "US_PER_SECOND",
+    "format_timestamp",
+    "from_datetime",
+    "parse_timestamp",
+    "to_datetime",
+]
+
+US_PER_SECOND = 1_000_000
+US_PER_HOUR = 3_600 * US_PER_SECOND
+US_PER_DAY = 24 * US_PER_HOUR
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def from_datetime(value: datetime) -> int:
+    """Microseconds since the epoch of an aware datetime."""
+    if value.tzinfo is None:
+        raise ValueError("timestamp must carry a UTC offset")
+    delta = value - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * US_PER_SECOND + delta.microseconds
+
+
+def parse_timestamp(text: str) -> int:
+    """Parse ISO-8601 with an offset (`Z` or `+hh:mm`) into microseconds since the epoch."""
+    return from_datetime(datetime.fromisoformat(text))
+
+
+def to_datetime(us: int) -> datetime:
+    return datetime.fromtimestamp(us // US_PER_SECOND, UTC).replace(microsecond=us % US_PER_SECOND)
+
+
+def format_timestamp(us: int) -> str:
+    """ISO-8601 in UTC with a `Z`; microseconds only when present."""
+    dt = to_datetime(us)
+    if dt.microsecond:
+        return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
