@@ -1,0 +1,59 @@
+"""The sink agent: lead-changes → MongoDB in bulk, retried until it succeeds.
+
+Faust acks an event when the agent raises, so a failed write must never escape: the batch is
+retried with backoff (never skipped), and `concurrency=1` keeps offsets from being committed
+past a batch still in flight. Writes are idempotent, so a retry after a partial success is safe.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from faust.types import StreamT
+from pymongo.errors import BulkWriteError
+from tenacity import AsyncRetrying, before_sleep_log, retry_if_exception_type, wait_exponential
+
+from agents.materialize import DUPLICATE_KEY, plan_writes
+from app.settings import settings
+from app.topology import app, lead_changes_topic, mongo
+
+__all__ = ["sink_agent", "write_changes"]
+
+log = logging.getLogger(__name__)
+
+
+async def _bulk(collection: Any, ops: Sequence[Any]) -> None:
+    if not ops:
+        return
+    try:
+        await collection.bulk_write(list(ops), ordered=False)
+    except BulkWriteError as exc:
+        fatal = [e for e in exc.details.get("writeErrors", []) if e.get("code") != DUPLICATE_KEY]
+        if fatal or exc.details.get("writeConcernErrors"):
+            raise
+        # duplicate key = a newer version is already stored: the guard did its job
+
+
+async def write_changes(changes: Sequence[dict[str, Any]]) -> None:
+    """Write one batch, retrying forever with capped exponential backoff."""
+    plan = plan_writes(changes, datetime.now(UTC))
+    async for attempt in AsyncRetrying(
+        wait=wait_exponential(multiplier=0.2, max=10),
+        retry=retry_if_exception_type(Exception),
+        before_sleep=before_sleep_log(log, logging.WARNING),
+        reraise=True,
+    ):
+        with attempt:
+            await mongo.ensure_indexes()
+            await _bulk(mongo.db.leads, plan.leads)
+            await _bulk(mongo.db.score_history, plan.history)
+
+
+@app.agent(lead_changes_topic, concurrency=1)
+async def sink_agent(stream: StreamT[bytes]) -> None:
+    async for batch in stream.take(settings.sink_batch_size, within=settings.sink_batch_seconds):
+        await write_changes([orjson.loads(value) for value in batch])

@@ -1,0 +1,67 @@
+"""The decay sweep: refresh materialized scores, stages and velocity of leads with no new events.
+
+Each worker sweeps only the partitions it owns. A lead is re-emitted only when what users see
+(rounded score, stage, velocity) differs from the previous sweep; the first sweep after a start
+re-emits every lead, since the worker cannot know what was materialized while it was down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from agents.scoring import now_us
+from app.records import lead_change
+from app.settings import settings
+from app.topology import app, directory, lead_changes_topic
+from core.lead import LeadSummary, LeadView, lead_view
+from core.scoring import VELOCITY_WINDOW_US
+from tables.leads import lead_store, owned_leads
+
+__all__ = ["decay_sweep", "sweep_once"]
+
+log = logging.getLogger(__name__)
+_last_sweep_at: int | None = None
+
+
+def _seen(view: LeadView) -> tuple[float, str, int]:
+    return (view.current_score, view.lead_stage, view.events_last_24h)
+
+
+def _view(partition: int, key: bytes, summary: LeadSummary, at: int) -> LeadView | None:
+    project = directory.get(summary.project_id)
+    if project is None:
+        return None
+    recent = lead_store.count_in_window(key, partition, at - VELOCITY_WINDOW_US, at)
+    return lead_view(summary, at, project.scoring, recent)
+
+
+async def sweep_once(now: int, previous: int | None) -> int:
+    """Emit refreshes for owned leads whose visible figures moved since `previous`."""
+    emitted = 0
+    for n, (partition, key, summary) in enumerate(owned_leads()):
+        if n % 500 == 499:
+            await asyncio.sleep(0)  # keep the loop responsive on large partitions
+        current = _view(partition, key, summary, now)
+        if current is None:
+            continue
+        if previous is not None:
+            before = _view(partition, key, summary, previous)
+            if before is not None and _seen(before) == _seen(current):
+                continue
+        await lead_changes_topic.send(
+            key=key, value=lead_change("refresh", current, epoch=settings.app_version)
+        )
+        emitted += 1
+    return emitted
+
+
+@app.timer(interval=settings.sweep_interval)
+async def decay_sweep() -> None:
+    global _last_sweep_at
+    if not directory.loaded:
+        return
+    now = now_us()
+    emitted = await sweep_once(now, _last_sweep_at)
+    _last_sweep_at = now
+    log.info("decay sweep refreshed %d leads", emitted)

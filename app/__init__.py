@@ -1,0 +1,1 @@
+"""The wiring of leadscore: the Faust App, settings, topics and records."""

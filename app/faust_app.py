@@ -1,0 +1,35 @@
+"""The Faust App: one per worker process, configured from `app.settings`."""
+
+from __future__ import annotations
+
+import faust
+
+from app.settings import settings
+
+__all__ = ["app"]
+
+app = faust.App(
+    settings.topic_prefix,
+    version=settings.app_version,
+    broker=settings.kafka_url,
+    store="rocksdb://",
+    datadir=str(settings.data_dir),
+    topic_partitions=settings.partitions,
+    topic_replication_factor=settings.replication_factor,
+    table_standby_replicas=settings.standby_replicas,
+    processing_guarantee="at_least_once",
+    consumer_auto_offset_reset="earliest",
+    web_port=settings.web_port,
+    web_host=settings.web_host,
+    web_bind="127.0.0.1" if settings.web_host in ("127.0.0.1", "localhost") else "0.0.0.0",
+    web_tables_enabled=False,
+    web_application_options={"client_max_size": 2 * 1024 * 1024},
+    producer_acks=-1,
+    producer_linger_ms=5,
+    producer_max_batch_size=256 * 1024,
+    stream_buffer_maxsize=16_384,
+    broker_max_poll_records=2_000,
+    broker_commit_every=10_000,
+    topic_allow_declare=True,
+    loghandlers=[],
+)

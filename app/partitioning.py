@@ -1,0 +1,12 @@
+"""The partitioner every producer of the events topic is expected to use (Kafka's default)."""
+
+from __future__ import annotations
+
+from aiokafka.partitioner import murmur2
+
+__all__ = ["partition_for"]
+
+
+def partition_for(key: bytes, partitions: int) -> int:
+    """Kafka's default partitioner: murmur2 of the key bytes, as the Java client and aiokafka do."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions

@@ -1,0 +1,184 @@
+"""Projects (tenants): their registry in MongoDB and their directory on every worker.
+
+MongoDB is where a project is changed (atomically, with a version); every change is then
+published, whole, to the compacted projects topic. Every worker tails that topic into memory
+(`ProjectDirectory`), so authenticating a request or scoring an event never queries MongoDB.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import secrets
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from mode import Service
+from pymongo import ReturnDocument
+
+from app.mongo import Mongo
+from app.records import ProjectRecord, ProjectSettings, RuleModel
+from app.settings import Settings
+
+__all__ = ["ProjectDirectory", "ProjectRegistry", "hash_api_key", "new_api_key"]
+
+Publish = Callable[[bytes, bytes], Awaitable[None]]
+
+
+def new_api_key() -> str:
+    return "lsk_" + secrets.token_urlsafe(32)
+
+
+def hash_api_key(key: str) -> str:
+    # Keys carry 256 random bits, so a fast hash is enough: there is nothing to brute-force.
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+class ProjectDirectory(Service):
+    """All projects, in memory, kept current from the compacted projects topic."""
+
+    def __init__(self, settings: Settings, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._settings = settings
+        self._topic = settings.topic("projects")
+        self._by_id: dict[str, ProjectRecord] = {}
+        self._by_key_hash: dict[str, str] = {}
+        self._consumer: AIOKafkaConsumer | None = None
+        self._tp = TopicPartition(self._topic, 0)
+        self._position = 0
+        self._advanced = asyncio.Condition()
+        self._loaded = asyncio.Event()
+
+    # -- lookups -----------------------------------------------------------------------------
+    def get(self, project_id: str) -> ProjectRecord | None:
+        return self._by_id.get(project_id)
+
+    def by_api_key(self, api_key: str) -> ProjectRecord | None:
+        pid = self._by_key_hash.get(hash_api_key(api_key))
+        return None if pid is None else self._by_id.get(pid)
+
+    def all(self) -> list[ProjectRecord]:
+        return list(self._by_id.values())
+
+    def apply(self, record: ProjectRecord) -> None:
+        """Keep the newest version; records can reach the topic out of version order."""
+        current = self._by_id.get(record.projectId)
+        if current is not None and current.version >= record.version:
+            return
+        if current is not None:
+            for h in current.keyHashes:
+                self._by_key_hash.pop(h, None)
+        self._by_id[record.projectId] = record
+        for h in record.keyHashes:
+            self._by_key_hash[h] = record.projectId
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def on_start(self) -> None:
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._settings.kafka_bootstrap_servers,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )
+        await self._consumer.start()
+        self._consumer.assign([self._tp])
+        await self._consumer.seek_to_beginning(self._tp)
+        self.add_future(self._tail())
+        await self.sync(timeout=60.0)
+        self._loaded.set()
+
+    async def wait_loaded(self) -> None:
+        """Block until the initial load of the topic is complete (agents start before services)."""
+        await self._loaded.wait()
+
+    @property
+    def loaded(self) -> bool:
+        return self._loaded.is_set()
+
+    async def on_stop(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+    async def _tail(self) -> None:
+        assert self._consumer is not None
+        while not self.should_stop:
+            batches = await self._consumer.getmany(self._tp, timeout_ms=500)
+            for message in batches.get(self._tp, []):
+                if message.value is not None:
+                    self.apply(ProjectRecord.model_validate(orjson.loads(message.value)))
+                self._position = message.offset + 1
+            if not batches:
+                self._position = max(self._position, await self._consumer.position(self._tp))
+            async with self._advanced:
+                self._advanced.notify_all()
+
+    async def sync(self, timeout: float = 10.0) -> None:
+        """Wait until every project record published before this call has been applied."""
+        assert self._consumer is not None
+        end = (await self._consumer.end_offsets([self._tp]))[self._tp]
+
+        async def caught_up() -> None:
+            async with self._advanced:
+                await self._advanced.wait_for(lambda: self._position >= end)
+
+        await asyncio.wait_for(caught_up(), timeout)
+
+
+class ProjectRegistry:
+    """Changes to projects: atomic in MongoDB, then published so every directory converges."""
+
+    def __init__(self, mongo: Mongo, publish: Publish) -> None:
+        self._mongo = mongo
+        self._publish = publish
+
+    async def create(self, name: str) -> tuple[ProjectRecord, str]:
+        api_key = new_api_key()
+        record = ProjectRecord(
+            projectId="prj_" + secrets.token_hex(8),
+            name=name,
+            keyHashes=[hash_api_key(api_key)],
+            createdAt=datetime.now(UTC).isoformat(),
+        )
+        await self._mongo.ensure_indexes()
+        await self._mongo.db.projects.insert_one(record.model_dump(mode="json"))
+        await self._publish_latest(record.projectId)
+        return record, api_key
+
+    async def add_key(self, project_id: str) -> str:
+        api_key = new_api_key()
+        await self._update(project_id, {"$push": {"keyHashes": hash_api_key(api_key)}})
+        return api_key
+
+    async def put_rule(self, project_id: str, event_type: str, rule: RuleModel) -> ProjectRecord:
+        return await self._update(project_id, {"$set": {f"rules.{event_type}": rule.model_dump()}})
+
+    async def delete_rule(self, project_id: str, event_type: str) -> ProjectRecord:
+        return await self._update(project_id, {"$unset": {f"rules.{event_type}": ""}})
+
+    async def put_settings(self, project_id: str, new: ProjectSettings) -> ProjectRecord:
+        return await self._update(project_id, {"$set": {"settings": new.model_dump(mode="json")}})
+
+    async def _update(self, project_id: str, change: dict[str, Any]) -> ProjectRecord:
+        change = {**change, "$inc": {"version": 1}}
+        doc = await self._mongo.db.projects.find_one_and_update(
+            {"projectId": project_id}, change, return_document=ReturnDocument.AFTER
+        )
+        if doc is None:
+            raise KeyError(project_id)
+        await self._publish_latest(project_id)
+        return ProjectRecord.model_validate(doc)
+
+    async def _publish_latest(self, project_id: str) -> None:
+        """Publish until the newest version is the last record (concurrent writers may interleave)."""
+        published = -1
+        while True:
+            doc = await self._mongo.db.projects.find_one({"projectId": project_id})
+            if doc is None:
+                raise KeyError(project_id)
+            record = ProjectRecord.model_validate(doc)
+            if record.version <= published:
+                return
+            await self._publish(project_id.encode(), record.to_wire())
+            published = record.version

@@ -1,0 +1,144 @@
+"""Records on leadscore's own topics: projects and lead changes (camelCase on the wire, as in MongoDB)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from functools import cached_property
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field
+
+from core.config import DEFAULT_RULES, Rule, ScoringConfig, StageThresholds
+from core.lead import HistoryRow, LeadView
+from core.timeutil import format_timestamp
+
+__all__ = [
+    "LEAD_CHANGE_SCHEMA",
+    "ProjectRecord",
+    "ProjectSettings",
+    "RuleModel",
+    "StageThresholdsModel",
+    "history_row_json",
+    "lead_change",
+    "lead_json",
+]
+
+LEAD_CHANGE_SCHEMA = 1
+
+
+class RuleModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    points: int = Field(ge=-1_000_000, le=1_000_000)
+    active: bool = True
+
+
+class StageThresholdsModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    qualified: float = 100.0
+    hot: float = 60.0
+    warm: float = 30.0
+
+
+class ProjectSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    graceDays: int = Field(default=7, ge=0, le=3650)
+    dailyRate: float = Field(default=0.05, ge=0.0, le=1.0)
+    stageThresholds: StageThresholdsModel = Field(default_factory=StageThresholdsModel)
+
+
+def default_rules() -> dict[str, RuleModel]:
+    return {t: RuleModel(points=r.points, active=r.active) for t, r in DEFAULT_RULES.items()}
+
+
+class ProjectRecord(BaseModel):
+    """A project as kept in MongoDB and published on the compacted projects topic."""
+
+    model_config = ConfigDict(extra="ignore")
+    projectId: str
+    name: str
+    keyHashes: list[str] = Field(default_factory=list)
+    rules: dict[str, RuleModel] = Field(default_factory=default_rules)
+    settings: ProjectSettings = Field(default_factory=ProjectSettings)
+    version: int = 1
+    createdAt: str = ""
+
+    @cached_property
+    def scoring(self) -> ScoringConfig:
+        t = self.settings.stageThresholds
+        return ScoringConfig(
+            rules={k: Rule(v.points, v.active) for k, v in self.rules.items()},
+            thresholds=StageThresholds(qualified=t.qualified, hot=t.hot, warm=t.warm),
+            grace_days=self.settings.graceDays,
+            daily_rate=self.settings.dailyRate,
+        )
+
+    def to_wire(self) -> bytes:
+        return orjson.dumps(self.model_dump(mode="json"))
+
+    def public(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude={"keyHashes"})
+
+
+def history_row_json(row: HistoryRow) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "eventId": row.event_id,
+        "eventType": row.event_type,
+        "timestamp": format_timestamp(row.timestamp),
+        "timestampUs": row.timestamp,
+        "points": row.points,
+        "scoreBefore": row.score_before,
+        "scoreAfter": row.score_after,
+    }
+    if row.properties is not None:
+        out["properties"] = dict(row.properties)
+    return out
+
+
+VERSION_EPOCH_BITS = 40
+
+
+def materialized_version(epoch: int, lead_version: int) -> int:
+    """Versions grow across replays: a rebuild under a new app version outranks older documents."""
+    return (epoch << VERSION_EPOCH_BITS) | lead_version
+
+
+def lead_json(view: LeadView, epoch: int = 0) -> dict[str, Any]:
+    s = view.summary
+    return {
+        "projectId": s.project_id,
+        "leadId": s.lead_id,
+        "aliases": list(s.aliases),
+        "email": s.email,
+        "name": s.name,
+        "company": s.company,
+        "currentScore": view.current_score,
+        "leadStage": view.lead_stage,
+        "velocityScore": view.velocity_score,
+        "eventsLast24h": view.events_last_24h,
+        "eventCount": s.event_count,
+        "firstEventAt": format_timestamp(s.first_timestamp)
+        if s.first_timestamp is not None
+        else None,
+        "lastEventAt": format_timestamp(s.last_timestamp) if s.last_timestamp is not None else None,
+        "scoreAtLastEvent": s.score,
+        "version": materialized_version(epoch, s.version),
+        "computedAt": format_timestamp(view.computed_at),
+    }
+
+
+ChangeKind = Literal["upsert", "refresh", "remove"]
+
+
+def lead_change(
+    kind: ChangeKind, view: LeadView, rows: Iterable[HistoryRow] = (), *, epoch: int = 0
+) -> bytes:
+    """A LeadChange: the lead as of its `version`, plus the history rows that changed."""
+    return orjson.dumps(
+        {
+            "schema": LEAD_CHANGE_SCHEMA,
+            "kind": kind,
+            "lead": lead_json(view, epoch),
+            "history": [history_row_json(r) for r in rows],
+        }
+    )

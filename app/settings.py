@@ -1,0 +1,82 @@
+"""Every setting of leadscore, read once from the environment (documented in README and .env.example)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["Settings", "settings"]
+
+
+def _env(name: str, default: str) -> str:
+    value = os.environ.get(name)
+    return value if value not in (None, "") else default
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    kafka_bootstrap_servers: str
+    """KAFKA_BOOTSTRAP_SERVERS: comma-separated host:port list of the Kafka brokers."""
+    mongo_url: str
+    """MONGO_URL: MongoDB connection string; the single switch between test server and mongod."""
+    mongo_db: str
+    """MONGO_DB: database holding leads, score_history and projects."""
+    partitions: int
+    """LEADSCORE_PARTITIONS: partitions of the events topic and every co-partitioned topic/table.
+    Fixed per deployment: it is the ceiling of worker parallelism."""
+    replication_factor: int
+    """LEADSCORE_REPLICATION: replication factor of the topics leadscore creates (3 in production)."""
+    standby_replicas: int
+    """LEADSCORE_STANDBY_REPLICAS: standby copies of each table partition on other workers."""
+    web_port: int
+    """WEB_PORT: HTTP port of this worker."""
+    web_host: str
+    """WEB_HOST: host name other workers use to reach this one (table routing)."""
+    data_dir: Path
+    """LEADSCORE_DATA_DIR: RocksDB table state of this worker (one per worker on a host)."""
+    log_level: str
+    """LOG_LEVEL: debug, info, warning or error."""
+    admin_token: str
+    """LEADSCORE_ADMIN_TOKEN: bearer token for the admin routes (project creation); empty disables them."""
+    topic_prefix: str
+    """LEADSCORE_TOPIC_PREFIX: prefix of every topic name and the Faust app id."""
+    app_version: int
+    """LEADSCORE_APP_VERSION: bump to rebuild every table from the events topic (replay)."""
+    sweep_interval: float
+    """LEADSCORE_SWEEP_INTERVAL: seconds between decay sweeps of materialized leads."""
+    sink_batch_size: int
+    """LEADSCORE_SINK_BATCH: most lead changes written to MongoDB in one bulk write."""
+    sink_batch_seconds: float
+    """LEADSCORE_SINK_WITHIN: longest wait to fill a sink batch."""
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        return cls(
+            kafka_bootstrap_servers=_env("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
+            mongo_url=_env("MONGO_URL", "mongodb://127.0.0.1:27017"),
+            mongo_db=_env("MONGO_DB", "leadscore"),
+            partitions=int(_env("LEADSCORE_PARTITIONS", "8")),
+            replication_factor=int(_env("LEADSCORE_REPLICATION", "1")),
+            standby_replicas=int(_env("LEADSCORE_STANDBY_REPLICAS", "1")),
+            web_port=int(_env("WEB_PORT", "6066")),
+            web_host=_env("WEB_HOST", "127.0.0.1"),
+            data_dir=Path(_env("LEADSCORE_DATA_DIR", ".local/worker-data")),
+            log_level=_env("LOG_LEVEL", "info"),
+            admin_token=_env("LEADSCORE_ADMIN_TOKEN", ""),
+            topic_prefix=_env("LEADSCORE_TOPIC_PREFIX", "leadscore"),
+            app_version=int(_env("LEADSCORE_APP_VERSION", "1")),
+            sweep_interval=float(_env("LEADSCORE_SWEEP_INTERVAL", "3600")),
+            sink_batch_size=int(_env("LEADSCORE_SINK_BATCH", "1000")),
+            sink_batch_seconds=float(_env("LEADSCORE_SINK_WITHIN", "0.2")),
+        )
+
+    @property
+    def kafka_url(self) -> str:
+        return ",".join(f"kafka://{s.strip()}" for s in self.kafka_bootstrap_servers.split(","))
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}.{name}"
+
+
+settings = Settings.from_env()
