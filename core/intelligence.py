@@ -1,4 +1,6 @@
-"""Lead intelligence: risk, velocity trend, next best action and churn estimate (documented formulas).
+"""Lead intelligence: risk, velocity trend, next best action and churn estimate.
+
+The formulas, as documented for users:
 
 - risk: `low` when the last event is less than 3 days old, `medium` under 7 days, else `high`.
 - velocity trend: events in the last 24 h vs the 24 h before: `accelerating` / `steady` /

@@ -199,21 +199,27 @@ def _insert(
         )
     ]
     previous = facts[0]
+    # The new event always precedes the old last one, so the chain's end is that event
+    # unless the walk below recomputes it.
+    end_score = summary.score
     for fact in successors:
         before, after = step(
             previous.score_after, fact.timestamp - previous.timestamp, fact.points, config
         )
+        unchanged_from_here = after == fact.score_after
         previous = replace(fact, score_after=after)
         facts.append(previous)
         rows.append(
             HistoryRow(fact.event_id, fact.event_type, fact.timestamp, fact.points, before, after)
         )
+        if unchanged_from_here:
+            break  # same scoreAfter: every later link is as stored
+    else:
+        end_score = previous.score_after
     first = summary.first_timestamp if summary.first_timestamp is not None else event.timestamp
     new_summary = replace(
         summary,
-        score=previous.score_after,
-        last_timestamp=previous.timestamp,
-        last_event_id=previous.event_id,
+        score=end_score,
         first_timestamp=min(first, event.timestamp),
         event_count=summary.event_count + 1,
         version=summary.version + 1,

@@ -43,6 +43,7 @@ def to_datetime(us: int) -> datetime:
 def format_timestamp(us: int) -> str:
     """ISO-8601 in UTC with a `Z`; microseconds only when present."""
     dt = to_datetime(us)
-    if dt.microsecond:
-        return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    text = (
+        f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}T{dt.hour:02d}:{dt.minute:02d}:{dt.second:02d}"
+    )
+    return f"{text}.{dt.microsecond:06d}Z" if dt.microsecond else f"{text}Z"
