@@ -66,6 +66,8 @@ def plan_writes(changes: Iterable[Mapping[str, Any]], now: datetime) -> Material
             row_ident = (*ident, row["eventId"])
             held_row = rows.get(row_ident)
             if held_row is None or held_row[0] <= version:
+                if held_row is not None and "properties" in held_row[1] and "properties" not in row:
+                    row = {**row, "properties": held_row[1]["properties"]}  # first write's
                 rows[row_ident] = (version, row)
 
     plan = MaterializationPlan()

@@ -67,7 +67,7 @@ async def _decode(event: EventT) -> tuple[Event, ProjectRecord] | None:
         decoded = validate_event(
             data,
             now=now_us(),
-            default_timestamp=int(round(message.timestamp * 1000)) * 1000,
+            default_timestamp=round(message.timestamp * 1000) * 1000,
             require_event_id=True,
         )
     except InvalidEvent as exc:
@@ -86,7 +86,7 @@ async def _decode(event: EventT) -> tuple[Event, ProjectRecord] | None:
 def score_event(
     decoded: Event, project: ProjectRecord, key: bytes, partition: int, now: int
 ) -> bytes | None:
-    """Apply one event to its lead's tables; returns the LeadChange to emit, or None for a duplicate."""
+    """Apply one event to its lead's tables; the LeadChange to emit, or None for a duplicate."""
     store = lead_store
     if store.has_event(key, decoded.event_id):
         return None
@@ -150,7 +150,7 @@ async def scoring_agent(stream: StreamT[bytes]) -> None:
             change = score_event(decoded, project, key, message.partition, now_us())
             if change is not None:
                 await lead_changes_topic.send(key=key, value=change)
-        except Exception as exc:  # noqa: BLE001 — a record must never stop the partition
+        except Exception as exc:  # a record must never stop its partition
             log.exception(
                 "scoring failed for %s:%s@%s", message.topic, message.partition, message.offset
             )

@@ -171,7 +171,7 @@ class ProjectRegistry:
         return ProjectRecord.model_validate(doc)
 
     async def _publish_latest(self, project_id: str) -> None:
-        """Publish until the newest version is the last record (concurrent writers may interleave)."""
+        """Publish until the newest version is the last record (writers may interleave)."""
         published = -1
         while True:
             doc = await self._mongo.db.projects.find_one({"projectId": project_id})

@@ -1,4 +1,4 @@
-"""Records on leadscore's own topics: projects and lead changes (camelCase on the wire, as in MongoDB)."""
+"""Records on leadscore's own topics: projects and lead changes (camelCase, as in MongoDB)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Every setting of leadscore, read once from the environment (documented in README and .env.example)."""
+"""Every setting of leadscore, read once from the environment (see README and .env.example)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ class Settings:
     """LEADSCORE_PARTITIONS: partitions of the events topic and every co-partitioned topic/table.
     Fixed per deployment: it is the ceiling of worker parallelism."""
     replication_factor: int
-    """LEADSCORE_REPLICATION: replication factor of the topics leadscore creates (3 in production)."""
+    """LEADSCORE_REPLICATION: replication factor of the topics leadscore creates (3 in prod)."""
     standby_replicas: int
     """LEADSCORE_STANDBY_REPLICAS: standby copies of each table partition on other workers."""
     web_port: int
@@ -38,7 +38,7 @@ class Settings:
     log_level: str
     """LOG_LEVEL: debug, info, warning or error."""
     admin_token: str
-    """LEADSCORE_ADMIN_TOKEN: bearer token for the admin routes (project creation); empty disables them."""
+    """LEADSCORE_ADMIN_TOKEN: bearer token of the admin routes; empty disables them."""
     topic_prefix: str
     """LEADSCORE_TOPIC_PREFIX: prefix of every topic name and the Faust app id."""
     app_version: int

@@ -6,6 +6,7 @@ partition count as the tables, before a worker subscribes — so leadscore creat
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -47,7 +48,7 @@ async def ensure_topics(settings: Settings) -> None:
         existing = set(await admin.list_topics())
         missing = [s for s in specs if s.name not in existing]
         if missing:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):  # another worker won the race
                 await admin.create_topics(
                     [
                         NewTopic(
@@ -59,8 +60,6 @@ async def ensure_topics(settings: Settings) -> None:
                         for s in missing
                     ]
                 )
-            except TopicAlreadyExistsError:
-                pass  # another worker won the race
         described = await admin.describe_topics([s.name for s in specs])
         by_name = {info["topic"]: info for info in described}
         for spec in specs:

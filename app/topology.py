@@ -31,14 +31,27 @@ __all__ = [
     "scoring_source",
 ]
 
-events_topic = app.topic(settings.topic("events"), key_type=bytes, value_type=bytes)
-commands_topic = app.topic(settings.topic("lead-commands"), key_type=bytes, value_type=bytes)
-scoring_source = app.topic(
-    settings.topic("events"), settings.topic("lead-commands"), key_type=bytes, value_type=bytes
+# Values are our own JSON (decoded with orjson, bad records dead-lettered), keys raw UTF-8.
+_RAW = {"key_serializer": "raw", "value_serializer": "raw"}
+
+events_topic = app.topic(settings.topic("events"), key_type=bytes, value_type=bytes, **_RAW)
+commands_topic = app.topic(
+    settings.topic("lead-commands"), key_type=bytes, value_type=bytes, **_RAW
 )
-lead_changes_topic = app.topic(settings.topic("lead-changes"), key_type=bytes, value_type=bytes)
-dead_letter_topic = app.topic(settings.topic("dead-letter"), key_type=bytes, value_type=bytes)
-projects_topic = app.topic(settings.topic("projects"), key_type=bytes, value_type=bytes)
+scoring_source = app.topic(
+    settings.topic("events"),
+    settings.topic("lead-commands"),
+    key_type=bytes,
+    value_type=bytes,
+    **_RAW,
+)
+lead_changes_topic = app.topic(
+    settings.topic("lead-changes"), key_type=bytes, value_type=bytes, **_RAW
+)
+dead_letter_topic = app.topic(
+    settings.topic("dead-letter"), key_type=bytes, value_type=bytes, **_RAW
+)
+projects_topic = app.topic(settings.topic("projects"), key_type=bytes, value_type=bytes, **_RAW)
 
 directory = ProjectDirectory(settings)
 app.service(directory)  # type: ignore[arg-type]

@@ -13,6 +13,8 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 from core.timeutil import US_PER_SECOND, format_timestamp, parse_timestamp
 
 __all__ = [
+    "EVENT_TYPE_PATTERN",
+    "EVENT_TYPE_RE",
     "MAX_FUTURE_US",
     "MAX_PROPERTIES_BYTES",
     "Event",
@@ -25,7 +27,7 @@ __all__ = [
 MAX_PROPERTIES_BYTES = 16 * 1024
 MAX_FUTURE_US = 5 * 60 * US_PER_SECOND
 EVENT_TYPE_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
-_EVENT_TYPE = re.compile(EVENT_TYPE_PATTERN)
+EVENT_TYPE_RE = re.compile(EVENT_TYPE_PATTERN)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +98,7 @@ class EventInput(BaseModel):
     @field_validator("eventType")
     @classmethod
     def _event_type_pattern(cls, value: str) -> str:
-        if not _EVENT_TYPE.match(value):
+        if not EVENT_TYPE_RE.match(value):
             raise ValueError(f"must match {EVENT_TYPE_PATTERN}")
         return value
 

@@ -1,0 +1,116 @@
+"""What every view shares: JSON responses, API errors as data, and authentication."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import orjson
+from faust.web import Request, Response, View
+
+from app.projects import ProjectRegistry
+from app.records import ProjectRecord
+from app.settings import settings
+from app.topology import directory, mongo, projects_topic
+from core.events import FieldError
+
+__all__ = ["ApiError", "ApiView", "registry"]
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """An error answered as JSON: `{"error": ..., "fields": [{"field", "message"}...]}`."""
+
+    def __init__(
+        self,
+        status: int,
+        error: str,
+        fields: Sequence[FieldError] = (),
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(error)
+        self.status = status
+        self.body: dict[str, Any] = {"error": error}
+        if fields:
+            self.body["fields"] = [f.as_json() for f in fields]
+        if extra:
+            self.body.update(extra)
+
+
+async def _publish_project(key: bytes, value: bytes) -> None:
+    delivery = await projects_topic.send(key=key, value=value)
+    await delivery  # acknowledged by the broker before the caller hears "created"
+
+
+class _Registry(ProjectRegistry):
+    """The registry of a worker also applies its own changes to its directory at once."""
+
+    async def _publish_latest(self, project_id: str) -> None:
+        await super()._publish_latest(project_id)
+        doc = await mongo.db.projects.find_one({"projectId": project_id})
+        if doc is not None:
+            directory.apply(ProjectRecord.model_validate(doc))
+
+
+registry = _Registry(mongo, _publish_project)
+
+
+class ApiView(View):
+    async def dispatch(self, request: Any) -> Any:
+        try:
+            return await super().dispatch(request)
+        except ApiError as exc:
+            return self.reply(exc.body, status=exc.status)
+        except Exception:
+            log.exception("unhandled error on %s %s", request.method, request.path)
+            return self.reply({"error": "internal error"}, status=500)
+
+    def reply(self, body: Any, *, status: int = 200) -> Response:
+        return self.bytes(orjson.dumps(body), content_type="application/json", status=status)
+
+    async def json_body(self, request: Request, *, max_bytes: int) -> Any:
+        raw = await request.read()
+        if len(raw) > max_bytes:
+            raise ApiError(413, f"request body larger than {max_bytes} bytes")
+        try:
+            return orjson.loads(raw) if raw else None
+        except orjson.JSONDecodeError as exc:
+            raise ApiError(400, "invalid JSON", [FieldError("body", str(exc))]) from None
+
+    def project(self, request: Request, api_key: str | None = None) -> ProjectRecord:
+        """The project of the request's API key (`X-API-Key`, or the SDK's body field)."""
+        if not directory.loaded:
+            raise ApiError(503, "worker is starting")
+        key = api_key if api_key is not None else request.headers.get("X-API-Key")
+        if not key:
+            raise ApiError(401, "missing API key", [FieldError("X-API-Key", "is required")])
+        project = directory.by_api_key(key)
+        if project is None:
+            raise ApiError(401, "invalid API key", [FieldError("X-API-Key", "is not valid")])
+        return project
+
+    def require_admin(self, request: Request) -> None:
+        token = settings.admin_token
+        given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        if not token:
+            raise ApiError(403, "admin routes are disabled: set LEADSCORE_ADMIN_TOKEN")
+        if not hmac.compare_digest(given.encode(), token.encode()):
+            raise ApiError(
+                401, "invalid admin token", [FieldError("Authorization", "is not valid")]
+            )
+
+
+def query_int(request: Request, name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(400, "invalid query", [FieldError(name, "must be an integer")]) from None
+    if not lo <= value <= hi:
+        raise ApiError(400, "invalid query", [FieldError(name, f"must be between {lo} and {hi}")])
+    return value

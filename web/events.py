@@ -1,0 +1,100 @@
+"""Ingest: validate per SPEC 2, produce to the events topic, answer 202 once the broker acked."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+from faust.web import Request, Response
+
+from agents.scoring import now_us
+from app.records import ProjectRecord
+from app.topology import app, events_topic
+from core.events import Event, FieldError, InvalidEvent, validate_event
+from web.base import ApiError, ApiView
+
+__all__ = ["BatchIngestView", "EventIngestView", "SdkIngestView"]
+
+MAX_BATCH_EVENTS = 1_000
+MAX_BATCH_BYTES = 1024 * 1024
+MAX_EVENT_BYTES = 64 * 1024
+
+
+def _validate(data: Any, project: ProjectRecord, now: int) -> Event:
+    return validate_event(
+        data,
+        now=now,
+        project_id=project.projectId,  # never the body's: it comes from the API key
+        default_timestamp=now,
+        new_event_id=str(uuid.uuid4()),
+    )
+
+
+async def _produce(events: list[Event]) -> None:
+    deliveries = [
+        await events_topic.send(key=e.table_key.encode(), value=e.to_wire()) for e in events
+    ]
+    await asyncio.gather(*deliveries)  # acks=all: durable before we say "queued"
+
+
+@app.page("/api/events")
+class EventIngestView(ApiView):
+    async def post(self, request: Request) -> Response:
+        project = self.project(request)
+        body = await self.json_body(request, max_bytes=MAX_EVENT_BYTES)
+        try:
+            event = _validate(body, project, now_us())
+        except InvalidEvent as exc:
+            raise ApiError(422, "invalid event", exc.errors) from None
+        await _produce([event])
+        return self.reply({"status": "queued", "eventId": event.event_id}, status=202)
+
+
+@app.page("/api/events/batch")
+class BatchIngestView(ApiView):
+    async def post(self, request: Request) -> Response:
+        project = self.project(request)
+        body = await self.json_body(request, max_bytes=MAX_BATCH_BYTES)
+        if not isinstance(body, dict) or not isinstance(body.get("events"), list):
+            raise ApiError(422, "invalid batch", [FieldError("events", "must be a list")])
+        raw_events = body["events"]
+        if len(raw_events) > MAX_BATCH_EVENTS:
+            raise ApiError(413, f"a batch holds at most {MAX_BATCH_EVENTS} events")
+        if not raw_events:
+            raise ApiError(422, "invalid batch", [FieldError("events", "must not be empty")])
+        now = now_us()
+        events: list[Event] = []
+        invalid: list[dict[str, Any]] = []
+        for index, data in enumerate(raw_events):
+            try:
+                events.append(_validate(data, project, now))
+            except InvalidEvent as exc:
+                invalid.append({"index": index, "fields": [e.as_json() for e in exc.errors]})
+        if invalid:  # all or nothing: a batch with any invalid event is rejected whole
+            raise ApiError(422, "invalid events in batch", extra={"invalid": invalid})
+        await _produce(events)
+        return self.reply(
+            {"status": "queued", "count": len(events), "eventIds": [e.event_id for e in events]},
+            status=202,
+        )
+
+
+@app.page("/api/ingest/event")
+class SdkIngestView(ApiView):
+    """The browser SDK's route: the API key travels in the body, `event` names the type."""
+
+    async def post(self, request: Request) -> Response:
+        body = await self.json_body(request, max_bytes=MAX_EVENT_BYTES)
+        if not isinstance(body, dict):
+            raise ApiError(422, "invalid event", [FieldError("body", "must be a JSON object")])
+        api_key = body.get("apiKey")
+        if not isinstance(api_key, str) or not api_key:
+            raise ApiError(401, "missing API key", [FieldError("apiKey", "is required")])
+        project = self.project(request, api_key=api_key)
+        try:
+            event = _validate(body, project, now_us())
+        except InvalidEvent as exc:
+            raise ApiError(422, "invalid event", exc.errors) from None
+        await _produce([event])
+        return self.reply({"status": "queued", "eventId": event.event_id}, status=202)

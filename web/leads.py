@@ -1,0 +1,230 @@
+"""Lead reads: one lead from the table of the worker that owns it; lists from MongoDB."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from faust.exceptions import SameNode
+from faust.web import Request, Response
+from faust.web.exceptions import ServiceUnavailable
+
+from agents.scoring import now_us
+from app.partitioning import partition_for
+from app.records import ProjectRecord, lead_json
+from app.settings import settings
+from app.topology import app, mongo
+from core.events import FieldError
+from core.intelligence import assess
+from core.lead import LeadSummary, lead_view
+from core.scoring import VELOCITY_WINDOW_US
+from tables.codec import Alias
+from tables.leads import lead_store, leads_table
+from web.base import ApiError, ApiView, query_int
+
+__all__ = [
+    "IntelligenceView",
+    "LeadView",
+    "LeaderboardByStageView",
+    "LeaderboardView",
+    "LeadsView",
+    "TimelineView",
+]
+
+STAGES = ("qualified", "hot", "warm", "cold")
+
+
+async def _route_to_owner(view: ApiView, request: Request, key: bytes) -> Response | None:
+    """Proxy to the worker owning `key`; None when that is this worker."""
+    if request.headers.get("X-Leadscore-Routed"):
+        return None  # already routed once: never bounce between workers mid-rebalance
+    try:
+        return await app.router.route_req(leads_table.name, key, view.web, request)
+    except SameNode:
+        return None
+    except (ServiceUnavailable, KeyError):
+        raise ApiError(503, "lead owner unknown (rebalancing); retry") from None
+
+
+def _local_lead(project: ProjectRecord, lead_id: str) -> tuple[bytes, LeadSummary, list[str]]:
+    """The canonical lead for a key on this worker, following at most one alias hop."""
+    key = f"{project.projectId}:{lead_id}".encode()
+    state = lead_store.get(key)
+    if isinstance(state, Alias):
+        key = f"{project.projectId}:{state.canonical}".encode()
+        state = lead_store.get(key)
+    if not isinstance(state, LeadSummary):
+        raise ApiError(404, "lead not found", [FieldError("leadId", "no such lead")])
+    return key, state, []
+
+
+class _OwnedLeadView(ApiView):
+    async def _lead(
+        self, request: Request, lead_id: str
+    ) -> tuple[ProjectRecord, bytes, LeadSummary] | Response:
+        project = self.project(request)
+        routed = await _route_to_owner(self, request, f"{project.projectId}:{lead_id}".encode())
+        if routed is not None:
+            return routed
+        key, summary, _ = _local_lead(project, lead_id)
+        return project, key, summary
+
+
+@app.page("/api/leads/{lead_id}")
+class LeadView(_OwnedLeadView):
+    async def get(self, request: Request, lead_id: str) -> Response:
+        found = await self._lead(request, lead_id)
+        if not isinstance(found, tuple):
+            return found
+        project, key, summary = found
+        now = now_us()
+        partition = partition_for(key, settings.partitions)
+        recent = lead_store.count_in_window(key, partition, now - VELOCITY_WINDOW_US, now)
+        body = _public(lead_json(lead_view(summary, now, project.scoring, recent)))
+        body["requestedKey"] = lead_id
+        return self.reply(body)
+
+
+@app.page("/api/leads/{lead_id}/intelligence")
+class IntelligenceView(_OwnedLeadView):
+    async def get(self, request: Request, lead_id: str) -> Response:
+        found = await self._lead(request, lead_id)
+        if not isinstance(found, tuple):
+            return found
+        project, key, summary = found
+        now = now_us()
+        partition = partition_for(key, settings.partitions)
+        day = VELOCITY_WINDOW_US
+        last = lead_store.count_in_window(key, partition, now - day, now)
+        previous = lead_store.count_in_window(key, partition, now - 2 * day, now - day)
+        view = lead_view(summary, now, project.scoring, last)
+        intel = assess(view.lead_stage, summary.last_timestamp, now, last, previous)
+        return self.reply(
+            {
+                "leadId": summary.lead_id,
+                "requestedKey": lead_id,
+                "currentScore": view.current_score,
+                "leadStage": view.lead_stage,
+                "daysSinceLastEvent": intel.days_since_last_event,
+                "risk": intel.risk,
+                "velocity": {
+                    "eventsLast24h": intel.events_last_24h,
+                    "eventsPrevious24h": intel.events_previous_24h,
+                    "trend": intel.velocity_trend,
+                },
+                "churnProbability": intel.churn_probability,
+                "nextBestAction": intel.next_best_action,
+            }
+        )
+
+
+_INTERNAL = ("_id", "version", "scoreAtLastEvent")
+
+
+def _public(lead: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in lead.items() if k not in _INTERNAL}
+
+
+def _lead_doc(doc: dict[str, Any]) -> dict[str, Any]:
+    out = _public(doc)
+    for k in ("firstEventAt", "lastEventAt", "computedAt", "updatedAt"):
+        if out.get(k) is not None:
+            out[k] = out[k].isoformat().replace("+00:00", "Z")
+    return out
+
+
+@app.page("/api/leads/{lead_id}/timeline")
+class TimelineView(ApiView):
+    async def get(self, request: Request, lead_id: str) -> Response:
+        project = self.project(request)
+        pid = project.projectId
+        lead = await mongo.db.leads.find_one(
+            {"projectId": pid, "$or": [{"leadId": lead_id}, {"aliases": lead_id}]},
+            {"leadId": 1},
+        )
+        if lead is None:
+            raise ApiError(404, "lead not found", [FieldError("leadId", "no such lead")])
+        limit = query_int(request, "limit", 1000, 1, 10_000)
+        offset = query_int(request, "offset", 0, 0, 10_000_000)
+        cursor = (
+            mongo.db.score_history.find(
+                {"projectId": pid, "leadId": lead["leadId"]}, {"_id": 0, "v": 0, "projectId": 0}
+            )
+            .sort([("timestampUs", 1), ("eventId", 1)])
+            .skip(offset)
+            .limit(limit)
+        )
+        rows = []
+        async for row in cursor:
+            row["timestamp"] = row["timestamp"].isoformat().replace("+00:00", "Z")
+            row.pop("timestampUs", None)
+            rows.append(row)
+        return self.reply({"leadId": lead["leadId"], "requestedKey": lead_id, "history": rows})
+
+
+@app.page("/api/leads")
+class LeadsView(ApiView):
+    async def get(self, request: Request) -> Response:
+        project = self.project(request)
+        query: dict[str, Any] = {"projectId": project.projectId}
+        stage = request.query.get("stage")
+        if stage:
+            if stage not in STAGES:
+                raise ApiError(400, "invalid query", [FieldError("stage", f"one of {STAGES}")])
+            query["leadStage"] = stage
+        min_score = request.query.get("minScore")
+        if min_score:
+            try:
+                query["currentScore"] = {"$gte": float(min_score)}
+            except ValueError:
+                raise ApiError(
+                    400, "invalid query", [FieldError("minScore", "must be a number")]
+                ) from None
+        sort_by = request.query.get("sort", "score")
+        if sort_by not in ("score", "lastActivity"):
+            raise ApiError(400, "invalid query", [FieldError("sort", "score or lastActivity")])
+        order = (
+            [("currentScore", -1), ("leadId", 1)]
+            if sort_by == "score"
+            else [("lastEventAt", -1), ("leadId", 1)]
+        )
+        return self.reply(await _page(request, query, order))
+
+
+async def _page(
+    request: Request, query: dict[str, Any], order: list[tuple[str, int]]
+) -> dict[str, Any]:
+    limit = query_int(request, "limit", 50, 1, 1000)
+    offset = query_int(request, "offset", 0, 0, 10_000_000)
+    total = await mongo.db.leads.count_documents(query)
+    cursor = mongo.db.leads.find(query).sort(order).skip(offset).limit(limit)
+    leads = [_lead_doc(doc) async for doc in cursor]
+    return {"total": total, "limit": limit, "offset": offset, "leads": leads}
+
+
+@app.page("/api/leaderboard")
+class LeaderboardView(ApiView):
+    async def get(self, request: Request) -> Response:
+        project = self.project(request)
+        body = await _page(
+            request, {"projectId": project.projectId}, [("currentScore", -1), ("leadId", 1)]
+        )
+        for rank, lead in enumerate(body["leads"], start=body["offset"] + 1):
+            lead["rank"] = rank
+        return self.reply(body)
+
+
+@app.page("/api/leaderboard/by-stage")
+class LeaderboardByStageView(ApiView):
+    async def get(self, request: Request) -> Response:
+        project = self.project(request)
+        counts = dict.fromkeys(STAGES, 0)
+        pipeline: list[dict[str, Any]] = [
+            {"$match": {"projectId": project.projectId}},
+            {"$group": {"_id": "$leadStage", "count": {"$sum": 1}}},
+        ]
+        async for row in mongo.db.leads.aggregate(pipeline):
+            if row["_id"] in counts:
+                counts[row["_id"]] = row["count"]
+        return self.reply(
+            {"projectId": project.projectId, "stages": counts, "total": sum(counts.values())}
+        )

@@ -1,0 +1,106 @@
+"""Projects, API keys, rules and settings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from faust.web import Request, Response
+from pydantic import ValidationError
+
+from app.records import ProjectSettings, RuleModel
+from app.topology import app
+from core.events import EVENT_TYPE_PATTERN, EVENT_TYPE_RE, FieldError
+from web.base import ApiError, ApiView, registry
+
+__all__ = ["KeysView", "ProjectsView", "RuleView", "RulesView", "SettingsView"]
+
+
+def _fields(exc: ValidationError) -> list[FieldError]:
+    return [
+        FieldError(".".join(str(p) for p in e["loc"]) or "body", e["msg"]) for e in exc.errors()
+    ]
+
+
+def _parse(model: Any, body: Any) -> Any:
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        raise ApiError(422, "invalid body", _fields(exc)) from None
+
+
+@app.page("/api/projects")
+class ProjectsView(ApiView):
+    async def post(self, request: Request) -> Response:
+        self.require_admin(request)
+        body = await self.json_body(request, max_bytes=16 * 1024) or {}
+        name = body.get("name") if isinstance(body, dict) else None
+        if not isinstance(name, str) or not 1 <= len(name) <= 200:
+            raise ApiError(422, "invalid body", [FieldError("name", "1-200 characters required")])
+        record, api_key = await registry.create(name)
+        return self.reply({**record.public(), "apiKey": api_key}, status=201)
+
+
+@app.page("/api/projects/current")
+class CurrentProjectView(ApiView):
+    async def get(self, request: Request) -> Response:
+        return self.reply(self.project(request).public())
+
+
+@app.page("/api/projects/current/keys")
+class KeysView(ApiView):
+    async def post(self, request: Request) -> Response:
+        project = self.project(request)
+        api_key = await registry.add_key(project.projectId)
+        return self.reply({"projectId": project.projectId, "apiKey": api_key}, status=201)
+
+
+@app.page("/api/rules")
+class RulesView(ApiView):
+    async def get(self, request: Request) -> Response:
+        project = self.project(request)
+        rules = [{"eventType": t, **r.model_dump()} for t, r in sorted(project.rules.items())]
+        return self.reply({"projectId": project.projectId, "rules": rules})
+
+
+@app.page("/api/rules/{event_type}")
+class RuleView(ApiView):
+    def _event_type(self, event_type: str) -> str:
+        if not EVENT_TYPE_RE.match(event_type):
+            raise ApiError(
+                422,
+                "invalid event type",
+                [FieldError("eventType", f"must match {EVENT_TYPE_PATTERN}")],
+            )
+        return event_type
+
+    async def put(self, request: Request, event_type: str) -> Response:
+        project = self.project(request)
+        rule = _parse(RuleModel, await self.json_body(request, max_bytes=4096))
+        updated = await registry.put_rule(project.projectId, self._event_type(event_type), rule)
+        return self.reply({"eventType": event_type, **updated.rules[event_type].model_dump()})
+
+    async def delete(self, request: Request, event_type: str) -> Response:
+        project = self.project(request)
+        if self._event_type(event_type) not in project.rules:
+            raise ApiError(404, "no such rule", [FieldError("eventType", "has no rule")])
+        await registry.delete_rule(project.projectId, event_type)
+        return self.reply({"eventType": event_type, "deleted": True})
+
+
+@app.page("/api/settings")
+class SettingsView(ApiView):
+    async def get(self, request: Request) -> Response:
+        return self.reply(self.project(request).settings.model_dump(mode="json"))
+
+    async def put(self, request: Request) -> Response:
+        project = self.project(request)
+        new = _parse(ProjectSettings, await self.json_body(request, max_bytes=4096))
+        t = new.stageThresholds
+        if not t.qualified > t.hot > t.warm >= 0:
+            raise ApiError(
+                422,
+                "invalid body",
+                [FieldError("stageThresholds", "need qualified > hot > warm >= 0")],
+            )
+        updated = await registry.put_settings(project.projectId, new)
+        return self.reply(updated.settings.model_dump(mode="json"))
