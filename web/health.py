@@ -42,7 +42,7 @@ class HealthView(ApiView):
         body = {
             "status": (
                 "degraded"
-                if "ok" != kafka or "ok" != mongodb
+                if kafka != "ok" or mongodb != "ok"
                 else "ok"
                 if directory.loaded
                 else "starting"

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from core_support import MemoryLead, chain_fields, new_event
+from tests.unit.core_support import MemoryLead, chain_fields, new_event
 
 from core.config import DEFAULT_RULES, Rule, ScoringConfig, StageThresholds, default_config
 from core.lead import (

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from core_support import MemoryLead, chain_fields, load_golden, new_event
+from tests.unit.core_support import MemoryLead, chain_fields, load_golden, new_event
 
 from core.config import default_config
 from core.lead import score_events

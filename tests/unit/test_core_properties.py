@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from core_support import MemoryLead, chain_fields
+from tests.unit.core_support import MemoryLead, chain_fields
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
