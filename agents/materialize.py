@@ -1,16 +1,16 @@
 """LeadChanges → MongoDB operations: coalesced per lead and row, idempotent and monotonic (pure).
 
 Every write is guarded by the version it carries, so replaying any suffix of lead-changes, or
-writing the same batch twice, never moves a document backwards: an upsert whose guard fails on
-an existing newer document hits the unique index (error 11000), which the sink treats as
-"already newer" and ignores.
+writing the same batch twice, never moves a document backwards. Two upserts racing to insert the
+same new document can still meet on the unique index (error 11000); the sink ignores that,
+since the document it lost to is at least as new.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pymongo import DeleteOne, UpdateOne
@@ -35,6 +35,7 @@ _LEAD_FIELDS = (
     "version",
 )
 _REFRESH_FIELDS = ("currentScore", "leadStage", "velocityScore", "eventsLast24h")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _date(text: str | None) -> datetime | None:
@@ -73,16 +74,14 @@ def plan_writes(changes: Iterable[Mapping[str, Any]], now: datetime) -> Material
     plan = MaterializationPlan()
     for (pid, lead_id), lead in upserts.items():
         doc = {k: lead[k] for k in _LEAD_FIELDS}
-        doc["firstEventAt"] = _date(lead["firstEventAt"])
-        doc["lastEventAt"] = _date(lead["lastEventAt"])
+        for name in ("firstEventAt", "lastEventAt"):  # dates to query; µs to show exactly
+            doc[name] = _date(lead[name])
+            doc[f"{name}Us"] = None if lead[name] is None else parse_timestamp(lead[name])
         doc["computedAt"] = _date(lead["computedAt"])
         doc["updatedAt"] = now
+        newer = {"$lt": [{"$ifNull": ["$version", -1]}, lead["version"]]}
         plan.leads.append(
-            UpdateOne(
-                {"projectId": pid, "leadId": lead_id, "version": {"$lt": lead["version"]}},
-                {"$set": doc},
-                upsert=True,
-            )
+            UpdateOne({"projectId": pid, "leadId": lead_id}, _guarded(doc, newer), upsert=True)
         )
     for (pid, lead_id), lead in refreshes.items():
         if (pid, lead_id) in upserts:
@@ -91,40 +90,55 @@ def plan_writes(changes: Iterable[Mapping[str, Any]], now: datetime) -> Material
         computed = _date(lead["computedAt"])
         doc["computedAt"] = computed
         doc["updatedAt"] = now
+        same_and_fresher = {
+            "$and": [
+                {"$eq": ["$version", lead["version"]]},
+                {"$lt": [{"$ifNull": ["$computedAt", _EPOCH]}, computed]},
+            ]
+        }
         plan.leads.append(
-            UpdateOne(
-                {
-                    "projectId": pid,
-                    "leadId": lead_id,
-                    "version": lead["version"],
-                    "computedAt": {"$lt": computed},
-                },
-                {"$set": doc},
-            )
+            UpdateOne({"projectId": pid, "leadId": lead_id}, _guarded(doc, same_and_fresher))
         )
     for (pid, lead_id), lead in removals.items():
         plan.leads.append(
             DeleteOne({"projectId": pid, "leadId": lead_id, "version": {"$lt": lead["version"]}})
         )
     for (pid, lead_id, event_id), (version, row) in rows.items():
-        update: dict[str, Any] = {
-            "$set": {
-                "eventType": row["eventType"],
-                "timestamp": _date(row["timestamp"]),
-                "timestampUs": row["timestampUs"],
-                "points": row["points"],
-                "scoreBefore": row["scoreBefore"],
-                "scoreAfter": row["scoreAfter"],
-                "v": version,
-            }
+        fields: dict[str, Any] = {
+            "eventType": row["eventType"],
+            "timestamp": _date(row["timestamp"]),
+            "timestampUs": row["timestampUs"],
+            "points": row["points"],
+            "scoreBefore": row["scoreBefore"],
+            "scoreAfter": row["scoreAfter"],
+            "v": version,
         }
-        if "properties" in row:
-            update["$setOnInsert"] = {"properties": row["properties"]}
+        update = _guarded(fields, {"$lt": [{"$ifNull": ["$v", -1]}, version]})
+        if "properties" in row:  # written once, with the row's first version
+            update[0]["$set"]["properties"] = {
+                "$ifNull": ["$properties", {"$literal": row["properties"]}]
+            }
         plan.history.append(
             UpdateOne(
-                {"projectId": pid, "leadId": lead_id, "eventId": event_id, "v": {"$lt": version}},
-                update,
-                upsert=True,
+                {"projectId": pid, "leadId": lead_id, "eventId": event_id}, update, upsert=True
             )
         )
     return plan
+
+
+def _guarded(fields: Mapping[str, Any], condition: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """An update pipeline setting `fields` only where `condition` holds on the stored document.
+
+    The guard lives in the update, not in the filter: the filter stays an exact match on the
+    unique index, which every MongoDB-wire server answers from the index (a range predicate in
+    the filter made the test server scan the collection). `$literal` keeps user strings that
+    start with `$` from being read as field paths.
+    """
+    return [
+        {
+            "$set": {
+                name: {"$cond": [condition, {"$literal": value}, f"${name}"]}
+                for name, value in fields.items()
+            }
+        }
+    ]

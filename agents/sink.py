@@ -27,15 +27,22 @@ log = logging.getLogger(__name__)
 
 
 async def _bulk(collection: Any, ops: Sequence[Any]) -> None:
-    if not ops:
-        return
-    try:
-        await collection.bulk_write(list(ops), ordered=False)
-    except BulkWriteError as exc:
-        fatal = [e for e in exc.details.get("writeErrors", []) if e.get("code") != DUPLICATE_KEY]
-        if fatal or exc.details.get("writeConcernErrors"):
-            raise
-        # duplicate key = a newer version is already stored: the guard did its job
+    """Unordered bulk write; an upsert that lost an insert race (11000) is re-run as an update."""
+    pending = list(ops)
+    for _ in range(5):
+        if not pending:
+            return
+        try:
+            await collection.bulk_write(pending, ordered=False)
+            return
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if exc.details.get("writeConcernErrors") or any(
+                e.get("code") != DUPLICATE_KEY for e in errors
+            ):
+                raise
+            pending = [pending[e["index"]] for e in errors]
+    raise RuntimeError(f"{len(pending)} upserts kept colliding on the unique index")
 
 
 async def write_changes(changes: Sequence[dict[str, Any]]) -> None:

@@ -23,7 +23,8 @@ app = faust.App(
     web_host=settings.web_host,
     web_bind="127.0.0.1" if settings.web_host in ("127.0.0.1", "localhost") else "0.0.0.0",
     web_tables_enabled=False,
-    web_application_options={"client_max_size": 2 * 1024 * 1024},
+    # above the API's own 1 MiB limit, so oversize bodies get the JSON 413 of web.base
+    web_application_options={"client_max_size": 8 * 1024 * 1024},
     producer_acks=-1,
     producer_linger_ms=5,
     producer_max_batch_size=256 * 1024,

@@ -14,6 +14,8 @@ web.* — Faust web views; single-lead reads routed to the table owner
 
 from __future__ import annotations
 
+from faust.types import TopicT
+
 from app.faust_app import app
 from app.mongo import Mongo
 from app.projects import ProjectDirectory
@@ -31,27 +33,20 @@ __all__ = [
     "scoring_source",
 ]
 
-# Values are our own JSON (decoded with orjson, bad records dead-lettered), keys raw UTF-8.
-_RAW = {"key_serializer": "raw", "value_serializer": "raw"}
 
-events_topic = app.topic(settings.topic("events"), key_type=bytes, value_type=bytes, **_RAW)
-commands_topic = app.topic(
-    settings.topic("lead-commands"), key_type=bytes, value_type=bytes, **_RAW
-)
-scoring_source = app.topic(
-    settings.topic("events"),
-    settings.topic("lead-commands"),
-    key_type=bytes,
-    value_type=bytes,
-    **_RAW,
-)
-lead_changes_topic = app.topic(
-    settings.topic("lead-changes"), key_type=bytes, value_type=bytes, **_RAW
-)
-dead_letter_topic = app.topic(
-    settings.topic("dead-letter"), key_type=bytes, value_type=bytes, **_RAW
-)
-projects_topic = app.topic(settings.topic("projects"), key_type=bytes, value_type=bytes, **_RAW)
+def _topic(*names: str) -> TopicT:
+    # Values are our own JSON (decoded with orjson, bad records dead-lettered), keys raw UTF-8.
+    return app.topic(
+        *names, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+    )
+
+
+events_topic = _topic(settings.topic("events"))
+commands_topic = _topic(settings.topic("lead-commands"))
+scoring_source = _topic(settings.topic("events"), settings.topic("lead-commands"))
+lead_changes_topic = _topic(settings.topic("lead-changes"))
+dead_letter_topic = _topic(settings.topic("dead-letter"))
+projects_topic = _topic(settings.topic("projects"))
 
 directory = ProjectDirectory(settings)
 app.service(directory)  # type: ignore[arg-type]

@@ -145,13 +145,13 @@ def validate_event(
     """
     if not isinstance(data, dict):
         raise InvalidEvent([FieldError("body", "must be a JSON object")])
+    errors: list[FieldError] = []
+    if data.get("leadId") is None and data.get("anonymousId") is None:
+        errors.append(FieldError("leadId", "leadId or anonymousId is required"))
     try:
         parsed = EventInput.model_validate(data)
     except ValidationError as exc:
-        raise InvalidEvent(_pydantic_errors(exc)) from None
-    errors: list[FieldError] = []
-    if parsed.leadId is None and parsed.anonymousId is None:
-        errors.append(FieldError("leadId", "leadId or anonymousId is required"))
+        raise InvalidEvent(errors + _pydantic_errors(exc)) from None
     event_id = parsed.eventId
     if event_id is None:
         if require_event_id or new_event_id is None:

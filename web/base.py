@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 from faust.web import Request, Response, View
+from pymongo.errors import PyMongoError
 
 from app.projects import ProjectRegistry
 from app.records import ProjectRecord
@@ -64,6 +65,11 @@ class ApiView(View):
             return await super().dispatch(request)
         except ApiError as exc:
             return self.reply(exc.body, status=exc.status)
+        except PyMongoError as exc:
+            log.warning("MongoDB unavailable on %s %s: %r", request.method, request.path, exc)
+            return self.reply(
+                {"error": "MongoDB unavailable; retry", "dependency": "mongodb"}, status=503
+            )
         except Exception:
             log.exception("unhandled error on %s %s", request.method, request.path)
             return self.reply({"error": "internal error"}, status=500)
@@ -80,16 +86,18 @@ class ApiView(View):
         except orjson.JSONDecodeError as exc:
             raise ApiError(400, "invalid JSON", [FieldError("body", str(exc))]) from None
 
-    def project(self, request: Request, api_key: str | None = None) -> ProjectRecord:
+    def project(
+        self, request: Request, api_key: str | None = None, field: str = "X-API-Key"
+    ) -> ProjectRecord:
         """The project of the request's API key (`X-API-Key`, or the SDK's body field)."""
         if not directory.loaded:
             raise ApiError(503, "worker is starting")
         key = api_key if api_key is not None else request.headers.get("X-API-Key")
         if not key:
-            raise ApiError(401, "missing API key", [FieldError("X-API-Key", "is required")])
+            raise ApiError(401, "missing API key", [FieldError(field, "is required")])
         project = directory.by_api_key(key)
         if project is None:
-            raise ApiError(401, "invalid API key", [FieldError("X-API-Key", "is not valid")])
+            raise ApiError(401, "invalid API key", [FieldError(field, "is not valid")])
         return project
 
     def require_admin(self, request: Request) -> None:

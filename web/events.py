@@ -91,7 +91,7 @@ class SdkIngestView(ApiView):
         api_key = body.get("apiKey")
         if not isinstance(api_key, str) or not api_key:
             raise ApiError(401, "missing API key", [FieldError("apiKey", "is required")])
-        project = self.project(request, api_key=api_key)
+        project = self.project(request, api_key=api_key, field="apiKey")
         try:
             event = _validate(body, project, now_us())
         except InvalidEvent as exc:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from faust.exceptions import SameNode
+import aiohttp
 from faust.web import Request, Response
-from faust.web.exceptions import ServiceUnavailable
 
 from agents.scoring import now_us
 from app.partitioning import partition_for
@@ -17,6 +16,7 @@ from core.events import FieldError
 from core.intelligence import assess
 from core.lead import LeadSummary, lead_view
 from core.scoring import VELOCITY_WINDOW_US
+from core.timeutil import format_timestamp
 from tables.codec import Alias
 from tables.leads import lead_store, leads_table
 from web.base import ApiError, ApiView, query_int
@@ -33,16 +33,37 @@ __all__ = [
 STAGES = ("qualified", "hot", "warm", "cold")
 
 
+ROUTED_HEADER = "X-Leadscore-Routed"
+
+
 async def _route_to_owner(view: ApiView, request: Request, key: bytes) -> Response | None:
-    """Proxy to the worker owning `key`; None when that is this worker."""
-    if request.headers.get("X-Leadscore-Routed"):
-        return None  # already routed once: never bounce between workers mid-rebalance
-    try:
-        return await app.router.route_req(leads_table.name, key, view.web, request)
-    except SameNode:
+    """Proxy to the worker owning `key` (found like `table_route` does); None if it is us.
+
+    Unlike Faust's `route_req`, the hop is marked, so a request that reaches a worker which
+    no longer owns the key mid-rebalance is answered there instead of bouncing around.
+    """
+    if request.headers.get(ROUTED_HEADER):
         return None
-    except (ServiceUnavailable, KeyError):
+    try:
+        owner = app.router.key_store(leads_table.name, key)
+    except KeyError:
         raise ApiError(503, "lead owner unknown (rebalancing); retry") from None
+    here = app.conf.canonical_url
+    if (owner.host, owner.port) == (here.host, here.port):
+        return None
+    headers = {k: v for k, v in request.headers.items() if k.lower() in _FORWARDED}
+    headers[ROUTED_HEADER] = "1"
+    url = request.url.with_scheme(owner.scheme).with_host(owner.host or "127.0.0.1")
+    url = url.with_port(owner.port)
+    try:
+        async with app.http_client.get(url, headers=headers) as resp:
+            body = await resp.read()
+            return view.bytes(body, content_type=resp.content_type, status=resp.status)
+    except aiohttp.ClientError as exc:
+        raise ApiError(503, f"lead owner {owner} unreachable: {exc}") from None
+
+
+_FORWARDED = {"x-api-key", "accept"}
 
 
 def _local_lead(project: ProjectRecord, lead_id: str) -> tuple[bytes, LeadSummary, list[str]]:
@@ -129,6 +150,10 @@ def _lead_doc(doc: dict[str, Any]) -> dict[str, Any]:
     for k in ("firstEventAt", "lastEventAt", "computedAt", "updatedAt"):
         if out.get(k) is not None:
             out[k] = out[k].isoformat().replace("+00:00", "Z")
+    for k in ("firstEventAt", "lastEventAt"):
+        us = out.pop(f"{k}Us", None)
+        if us is not None:
+            out[k] = format_timestamp(us)
     return out
 
 
@@ -155,8 +180,7 @@ class TimelineView(ApiView):
         )
         rows = []
         async for row in cursor:
-            row["timestamp"] = row["timestamp"].isoformat().replace("+00:00", "Z")
-            row.pop("timestampUs", None)
+            row["timestamp"] = format_timestamp(row.pop("timestampUs"))
             rows.append(row)
         return self.reply({"leadId": lead["leadId"], "requestedKey": lead_id, "history": rows})
 

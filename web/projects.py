@@ -12,7 +12,14 @@ from app.topology import app
 from core.events import EVENT_TYPE_PATTERN, EVENT_TYPE_RE, FieldError
 from web.base import ApiError, ApiView, registry
 
-__all__ = ["KeysView", "ProjectsView", "RuleView", "RulesView", "SettingsView"]
+__all__ = [
+    "CurrentProjectView",
+    "KeysView",
+    "ProjectsView",
+    "RuleView",
+    "RulesView",
+    "SettingsView",
+]
 
 
 def _fields(exc: ValidationError) -> list[FieldError]:

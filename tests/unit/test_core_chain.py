@@ -8,7 +8,6 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from tests.unit.core_support import MemoryLead, chain_fields, new_event
 
 from core.config import DEFAULT_RULES, Rule, ScoringConfig, StageThresholds, default_config
 from core.lead import (
@@ -28,6 +27,7 @@ from core.scoring import (
     velocity_score,
 )
 from core.timeutil import US_PER_DAY, US_PER_HOUR, parse_timestamp
+from tests.unit.core_support import MemoryLead, chain_fields, new_event
 
 T0 = parse_timestamp("2026-02-01T00:00:00Z")
 H = US_PER_HOUR

@@ -10,12 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from tests.unit.core_support import MemoryLead, chain_fields, load_golden, new_event
 
 from core.config import default_config
 from core.lead import score_events
 from core.scoring import report
 from core.timeutil import format_timestamp, parse_timestamp
+from tests.unit.core_support import MemoryLead, chain_fields, load_golden, new_event
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 
-from tests.unit.core_support import MemoryLead, chain_fields
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -17,6 +16,7 @@ from core.config import DEFAULT_RULES, Rule, ScoringConfig, StageThresholds
 from core.lead import EventFact, LeadSummary, NewEvent, score_events, summary_from_facts
 from core.scoring import decay, report, stage_for
 from core.timeutil import US_PER_DAY, US_PER_HOUR, parse_timestamp
+from tests.unit.core_support import MemoryLead, chain_fields
 
 BASE = parse_timestamp("2026-01-01T00:00:00Z")
 SPAN_DAYS = 60
