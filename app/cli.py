@@ -34,6 +34,7 @@ def worker(web_port: int | None, datadir: Path | None, loglevel: str | None) -> 
     from app.topics import ensure_topics
 
     asyncio.run(ensure_topics(settings))
+    (settings.data_dir / settings.topic_prefix).mkdir(parents=True, exist_ok=True)
     from app.worker import app
 
     level = loglevel or settings.log_level

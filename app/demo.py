@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -140,6 +141,9 @@ def main() -> None:
         LEADSCORE_DATA_DIR=str(ROOT / ".local" / "demo-worker"),
         LEADSCORE_SINK_WITHIN="0.1",
     )
+    # Table state is derived (changelogs rebuild it); a fresh dir avoids stale state from an
+    # earlier stack whose Kafka data was since wiped.
+    shutil.rmtree(ROOT / ".local" / "demo-worker", ignore_errors=True)
     log = open(ROOT / ".local" / "demo-worker.log", "ab")  # noqa: SIM115 — the child's stdout
     proc = subprocess.Popen(
         [sys.executable, "-m", "app.cli", "worker"],
@@ -158,8 +162,12 @@ def main() -> None:
     except KeyboardInterrupt:
         pass
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(30)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
         if info.started and not os.environ.get("LEADSCORE_KEEP_STACK"):
             devstack.shutdown()
 

@@ -13,7 +13,8 @@ app = faust.App(
     version=settings.app_version,
     broker=settings.kafka_url,
     store="rocksdb://",
-    datadir=str(settings.data_dir),
+    # Faust's table paths do not include the app id: keep deployments apart by prefix.
+    datadir=str(settings.data_dir / settings.topic_prefix),
     topic_partitions=settings.partitions,
     topic_replication_factor=settings.replication_factor,
     table_standby_replicas=settings.standby_replicas,

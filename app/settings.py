@@ -49,6 +49,9 @@ class Settings:
     """LEADSCORE_SINK_BATCH: most lead changes written to MongoDB in one bulk write."""
     sink_batch_seconds: float
     """LEADSCORE_SINK_WITHIN: longest wait to fill a sink batch."""
+    sink_enabled: bool
+    """LEADSCORE_SINK: `on` (default) or `off` — a worker without the MongoDB sink (benchmarks,
+    or a deployment that runs sinks on separate workers)."""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -69,6 +72,7 @@ class Settings:
             sweep_interval=float(_env("LEADSCORE_SWEEP_INTERVAL", "3600")),
             sink_batch_size=int(_env("LEADSCORE_SINK_BATCH", "1000")),
             sink_batch_seconds=float(_env("LEADSCORE_SINK_WITHIN", "0.2")),
+            sink_enabled=_env("LEADSCORE_SINK", "on").lower() not in ("off", "0", "false", "no"),
         )
 
     @property

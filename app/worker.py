@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-import agents.scoring
-import agents.sink
-import agents.sweep
-import web.events
-import web.health
-import web.leads
-import web.projects
+import importlib
+
+from app.settings import settings
 from app.topology import app
 
 __all__ = ["app", "modules"]
 
-modules = (
-    agents.scoring,
-    agents.sink,
-    agents.sweep,
-    web.events,
-    web.health,
-    web.leads,
-    web.projects,
-)
+_MODULES = [
+    "agents.scoring",
+    "agents.sweep",
+    "web.events",
+    "web.health",
+    "web.leads",
+    "web.projects",
+]
+if settings.sink_enabled:
+    _MODULES.append("agents.sink")
+
+modules = tuple(importlib.import_module(name) for name in _MODULES)
