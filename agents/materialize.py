@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from pymongo import DeleteOne, UpdateOne
+from pymongo import DeleteMany, UpdateOne
 
 from core.timeutil import parse_timestamp, to_datetime
 
@@ -44,8 +44,9 @@ def _date(text: str | None) -> datetime | None:
 
 @dataclass
 class MaterializationPlan:
-    leads: list[UpdateOne | DeleteOne] = field(default_factory=list)
+    leads: list[UpdateOne] = field(default_factory=list)
     history: list[UpdateOne] = field(default_factory=list)
+    history_removals: list[DeleteMany] = field(default_factory=list)  # rows of merged leads
 
 
 def plan_writes(changes: Iterable[Mapping[str, Any]], now: datetime) -> MaterializationPlan:
@@ -100,9 +101,15 @@ def plan_writes(changes: Iterable[Mapping[str, Any]], now: datetime) -> Material
             UpdateOne({"projectId": pid, "leadId": lead_id}, _guarded(doc, same_and_fresher))
         )
     for (pid, lead_id), lead in removals.items():
-        plan.leads.append(
-            DeleteOne({"projectId": pid, "leadId": lead_id, "version": {"$lt": lead["version"]}})
+        # a tombstone, not a delete: an older change replayed later must not resurrect the lead
+        newer = {"$lt": [{"$ifNull": ["$version", -1]}, lead["version"]]}
+        tombstone = _guarded(
+            {"mergedInto": lead["mergedInto"], "version": lead["version"], "updatedAt": now},
+            newer,
         )
+        tombstone[0]["$set"]["email"] = {"$cond": [newer, "$$REMOVE", "$email"]}
+        plan.leads.append(UpdateOne({"projectId": pid, "leadId": lead_id}, tombstone, upsert=True))
+        plan.history_removals.append(DeleteMany({"projectId": pid, "leadId": lead_id}))
     for (pid, lead_id, event_id), (version, row) in rows.items():
         fields: dict[str, Any] = {
             "eventType": row["eventType"],

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from typing import Any
 
 import orjson
 from faust.types import EventT, StreamT
 
+from agents.lead_commands import handle_command
+from app.clock import now_us
 from app.partitioning import partition_for
 from app.records import ProjectRecord, lead_change
 from app.settings import settings
 from app.topology import (
     app,
+    claims_topic,
     commands_topic,
     dead_letter_topic,
     directory,
@@ -21,6 +25,7 @@ from app.topology import (
     scoring_source,
 )
 from core.events import Event, FieldError, InvalidEvent, validate_event
+from core.identity import normalize_email, note_anonymous_id
 from core.lead import LeadSummary, NewEvent, apply_event, lead_view
 from core.scoring import VELOCITY_WINDOW_US
 from tables.codec import Alias
@@ -30,10 +35,6 @@ __all__ = ["dead_letter", "score_event", "scoring_agent"]
 
 log = logging.getLogger(__name__)
 EVENTS_TOPIC = settings.topic("events")
-
-
-def now_us() -> int:
-    return time.time_ns() // 1_000
 
 
 async def dead_letter(message: Any, reason: str, errors: list[FieldError] | None = None) -> None:
@@ -85,17 +86,20 @@ async def _decode(event: EventT) -> tuple[Event, ProjectRecord] | None:
 
 def score_event(
     decoded: Event, project: ProjectRecord, key: bytes, partition: int, now: int
-) -> bytes | None:
-    """Apply one event to its lead's tables; the LeadChange to emit, or None for a duplicate."""
+) -> tuple[bytes, bytes | None] | None:
+    """Apply one event to its lead's tables.
+
+    Returns the LeadChange to emit and, for an `identify` that should claim its email, the
+    claim; None for a duplicate.
+    """
     store = lead_store
     if store.has_event(key, decoded.event_id):
         return None
     state = store.get(key)
-    summary = (
-        state
-        if isinstance(state, LeadSummary)
-        else LeadSummary(decoded.project_id, decoded.lead_key)
-    )
+    if isinstance(state, LeadSummary):
+        summary = state
+    else:
+        summary = LeadSummary(decoded.project_id, key.decode().split(":", 1)[1])
     config = project.scoring
     new = NewEvent(
         decoded.timestamp,
@@ -115,41 +119,81 @@ def score_event(
             predecessor=store.predecessor(key, partition, new.timestamp, new.event_id),
             successors=store.facts_from(key, partition, new.timestamp, new.event_id),
         )
+    updated = note_anonymous_id(applied.summary, decoded.anonymous_id)
+    claim = None
+    email = normalize_email((decoded.properties or {}).get("email"))
+    # one claim at a time: the reply (promote or merge) decides what this lead becomes
+    if (
+        decoded.event_type == "identify"
+        and email
+        and updated.email is None
+        and (updated.pending_email is None)
+    ):
+        updated = replace(updated, pending_email=email)
+        props = decoded.properties or {}
+        claim = orjson.dumps(
+            {
+                "projectId": decoded.project_id,
+                "email": email,
+                "claimant": updated.lead_id,
+                "eventId": decoded.event_id,
+                "name": props.get("name"),
+                "company": props.get("company"),
+            }
+        )
     store.record_event(key, decoded.event_id, decoded.timestamp, decoded.properties)
     for fact in applied.facts:
         store.put_fact(key, fact)
-    store.put_summary(key, applied.summary)
+    store.put_summary(key, updated)
     recent = store.count_in_window(key, partition, now - VELOCITY_WINDOW_US, now)
-    view = lead_view(applied.summary, now, config, recent)
-    return lead_change("upsert", view, applied.rows, epoch=settings.app_version)
+    view = lead_view(updated, now, config, recent)
+    change = lead_change("upsert", view, applied.rows, epoch=settings.app_version)
+    return change, claim
 
 
 @app.agent(scoring_source)
 async def scoring_agent(stream: StreamT[bytes]) -> None:
+    """Thin: decode, route to the owning partition, then score or run a lead command."""
     await directory.wait_loaded()
     partitions = settings.partitions
     async for event in stream.events():
         message = event.message
         try:
+            if message.topic != EVENTS_TOPIC:
+                body = orjson.loads(event.value)
+                if isinstance(body, dict) and "command" in body:
+                    project = directory.get(body.get("projectId", ""))
+                    if project is None:
+                        await dead_letter(message, "command for an unknown project")
+                        continue
+                    await handle_command(message.key, body, project, message.partition, now_us())
+                    continue
             decoded_project = await _decode(event)
             if decoded_project is None:
                 continue
             decoded, project = decoded_project
-            key = decoded.table_key.encode()
-            if (
-                message.topic == EVENTS_TOPIC
-                and partition_for(key, partitions) != message.partition
-            ):
-                # Produced to the wrong partition: re-key it onto the partition that owns the lead.
-                await commands_topic.send(key=key, value=decoded.to_wire())
-                continue
+            if message.topic == EVENTS_TOPIC:
+                key = decoded.table_key.encode()
+                if partition_for(key, partitions) != message.partition:
+                    # Produced to the wrong partition: re-key it onto the partition that owns it.
+                    await commands_topic.send(key=key, value=decoded.to_wire())
+                    continue
+            else:  # lead-commands: the record key names the lead it is for (alias forwards)
+                key = message.key
             state = lead_store.get(key)
             if isinstance(state, Alias):
-                await commands_topic.send(key=state.canonical.encode(), value=decoded.to_wire())
+                target = f"{decoded.project_id}:{state.canonical}".encode()
+                await commands_topic.send(key=target, value=decoded.to_wire())
                 continue
-            change = score_event(decoded, project, key, message.partition, now_us())
-            if change is not None:
+            result = score_event(decoded, project, key, message.partition, now_us())
+            if result is not None:
+                change, claim = result
                 await lead_changes_topic.send(key=key, value=change)
+                if claim is not None:
+                    email = orjson.loads(claim)["email"]
+                    await claims_topic.send(
+                        key=f"{decoded.project_id}:{email}".encode(), value=claim
+                    )
         except Exception as exc:  # a record must never stop its partition
             log.exception(
                 "scoring failed for %s:%s@%s", message.topic, message.partition, message.offset

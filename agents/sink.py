@@ -58,6 +58,7 @@ async def write_changes(changes: Sequence[dict[str, Any]]) -> None:
             await mongo.ensure_indexes()
             await _bulk(mongo.db.leads, plan.leads)
             await _bulk(mongo.db.score_history, plan.history)
+            await _bulk(mongo.db.score_history, plan.history_removals)
 
 
 @app.agent(lead_changes_topic, concurrency=1)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from agents.scoring import now_us
+from app.clock import now_us
 from app.records import lead_change
 from app.settings import settings
 from app.topology import app, directory, lead_changes_topic

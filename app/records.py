@@ -22,6 +22,7 @@ __all__ = [
     "history_row_json",
     "lead_change",
     "lead_json",
+    "lead_removal",
 ]
 
 LEAD_CHANGE_SCHEMA = 1
@@ -128,6 +129,26 @@ def lead_json(view: LeadView, epoch: int = 0) -> dict[str, Any]:
 
 
 ChangeKind = Literal["upsert", "refresh", "remove"]
+
+
+def lead_removal(
+    project_id: str, lead_id: str, lead_version: int, merged_into: str, now: int, *, epoch: int
+) -> bytes:
+    """The LeadChange of a lead merged into another: its document becomes a tombstone."""
+    return orjson.dumps(
+        {
+            "schema": LEAD_CHANGE_SCHEMA,
+            "kind": "remove",
+            "lead": {
+                "projectId": project_id,
+                "leadId": lead_id,
+                "version": materialized_version(epoch, lead_version),
+                "mergedInto": merged_into,
+                "computedAt": format_timestamp(now),
+            },
+            "history": [],
+        }
+    )
 
 
 def lead_change(

@@ -33,6 +33,8 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         # Records re-keyed to the partition that owns their lead (misrouted records, alias
         # forwards, identity replies); co-partitioned with events.
         TopicSpec(settings.topic("lead-commands"), n, forever),
+        # Identity claims keyed "{projectId}:{email}": one partition decides each email.
+        TopicSpec(settings.topic("identity-claims"), n, forever),
         TopicSpec(settings.topic("lead-changes"), n, {"retention.ms": str(7 * 86_400_000)}),
         TopicSpec(settings.topic("dead-letter"), n, {"retention.ms": str(30 * 86_400_000)}),
         TopicSpec(settings.topic("projects"), 1, {"cleanup.policy": "compact"}),

@@ -1,15 +1,21 @@
 """The whole topology in one place: every topic, table, service and agent of a worker.
 
-leadscore.events ─┐   key "{projectId}:{leadKey}"         (any Kafka client, HTTP ingest)
-leadscore.lead-commands ─┤ (misrouted records, re-keyed)
-                  ▼
-agents.scoring ── tables leads / lead-facts / event-ids (RocksDB + changelogs)
-      │ invalid ─────────► leadscore.dead-letter
-      ▼
-leadscore.lead-changes (key: canonical lead) ──► agents.sink ──► MongoDB leads, score_history
-agents.sweep (timer) ─────► leadscore.lead-changes (refresh of decayed scores)
-leadscore.projects (compacted) ──► app.projects.ProjectDirectory (every worker, in memory)
-web.* — Faust web views; single-lead reads routed to the table owner
+::
+
+    leadscore.events ─────────┐ key "{projectId}:{leadKey}" (any Kafka client, HTTP ingest)
+    leadscore.lead-commands ──┤ misrouted records re-keyed, alias forwards, identity replies
+                              ▼
+    agents.scoring ── tables leads / lead-facts / event-ids (RocksDB + changelogs)
+       │ invalid ──────► leadscore.dead-letter (with the reason)
+       │ identify ─────► leadscore.identity-claims (key "{projectId}:{email}")
+       │                   └─► agents.identity ── table email-owners
+       │                         reply promote | merge ──► leadscore.lead-commands
+       │ merge: the absorbed lead sends its events (absorb) to the owner ──► lead-commands
+       ▼
+    leadscore.lead-changes (key: lead) ──► agents.sink ──► MongoDB leads, score_history
+    agents.sweep (timer) ──► leadscore.lead-changes (refresh of decayed scores)
+    leadscore.projects (compacted) ──► app.projects.ProjectDirectory (every worker, in memory)
+    web.* — Faust web views; single-lead reads proxied to the worker owning the lead
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from app.settings import settings
 
 __all__ = [
     "app",
+    "claims_topic",
     "commands_topic",
     "dead_letter_topic",
     "directory",
@@ -46,6 +53,7 @@ commands_topic = _topic(settings.topic("lead-commands"))
 scoring_source = _topic(settings.topic("events"), settings.topic("lead-commands"))
 lead_changes_topic = _topic(settings.topic("lead-changes"))
 dead_letter_topic = _topic(settings.topic("dead-letter"))
+claims_topic = _topic(settings.topic("identity-claims"))
 projects_topic = _topic(settings.topic("projects"))
 
 directory = ProjectDirectory(settings)

@@ -11,6 +11,7 @@ __all__ = ["app", "modules"]
 
 _MODULES = [
     "agents.scoring",
+    "agents.identity",
     "agents.sweep",
     "web.events",
     "web.health",

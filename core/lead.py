@@ -89,6 +89,12 @@ class LeadSummary:
     name: str | None = None
     company: str | None = None
     aliases: tuple[str, ...] = field(default_factory=tuple)
+    pending_email: str | None = None  # claimed, awaiting the identity agent's reply
+    anonymous_ids: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def identified(self) -> bool:
+        return self.email is not None
 
     @property
     def last_order(self) -> tuple[int, str] | None:

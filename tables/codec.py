@@ -99,6 +99,8 @@ def encode_summary(s: LeadSummary) -> bytes:
             s.name,
             s.company,
             list(s.aliases),
+            s.pending_email,
+            list(s.anonymous_ids),
         ]
     )
 
@@ -125,6 +127,8 @@ def decode_lead(value: bytes) -> LeadSummary | Alias:
         name,
         company,
         aliases,
+        pending_email,
+        anonymous_ids,
     ) = data
     return LeadSummary(
         project_id=pid,
@@ -139,4 +143,6 @@ def decode_lead(value: bytes) -> LeadSummary | Alias:
         name=name,
         company=company,
         aliases=tuple(aliases),
+        pending_email=pending_email,
+        anonymous_ids=tuple(anonymous_ids),
     )

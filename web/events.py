@@ -8,7 +8,7 @@ from typing import Any
 
 from faust.web import Request, Response
 
-from agents.scoring import now_us
+from app.clock import now_us
 from app.records import ProjectRecord
 from app.topology import app, events_topic
 from core.events import Event, FieldError, InvalidEvent, validate_event

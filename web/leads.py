@@ -6,8 +6,9 @@ from typing import Any
 
 import aiohttp
 from faust.web import Request, Response
+from yarl import URL
 
-from agents.scoring import now_us
+from app.clock import now_us
 from app.partitioning import partition_for
 from app.records import ProjectRecord, lead_json
 from app.settings import settings
@@ -31,18 +32,21 @@ __all__ = [
 ]
 
 STAGES = ("qualified", "hot", "warm", "cold")
+LIVE = {"mergedInto": {"$exists": False}}  # merged-away leads stay as tombstones; never listed
 
 
 ROUTED_HEADER = "X-Leadscore-Routed"
 
 
-async def _route_to_owner(view: ApiView, request: Request, key: bytes) -> Response | None:
+async def _route_to_owner(
+    view: ApiView, request: Request, key: bytes, url: URL | None = None
+) -> Response | None:
     """Proxy to the worker owning `key` (found like `table_route` does); None if it is us.
 
-    Unlike Faust's `route_req`, the hop is marked, so a request that reaches a worker which
-    no longer owns the key mid-rebalance is answered there instead of bouncing around.
+    Unlike Faust's `route_req`, each hop names the key it was routed for, so a worker that no
+    longer owns the key mid-rebalance answers itself instead of bouncing the request around.
     """
-    if request.headers.get(ROUTED_HEADER):
+    if request.headers.get(ROUTED_HEADER) == key.hex():
         return None
     try:
         owner = app.router.key_store(leads_table.name, key)
@@ -52,11 +56,11 @@ async def _route_to_owner(view: ApiView, request: Request, key: bytes) -> Respon
     if (owner.host, owner.port) == (here.host, here.port):
         return None
     headers = {k: v for k, v in request.headers.items() if k.lower() in _FORWARDED}
-    headers[ROUTED_HEADER] = "1"
-    url = request.url.with_scheme(owner.scheme).with_host(owner.host or "127.0.0.1")
-    url = url.with_port(owner.port)
+    headers[ROUTED_HEADER] = key.hex()
+    target = (url or request.url).with_scheme(owner.scheme).with_host(owner.host or "127.0.0.1")
+    target = target.with_port(owner.port)
     try:
-        async with app.http_client.get(url, headers=headers) as resp:
+        async with app.http_client.get(target, headers=headers) as resp:
             body = await resp.read()
             return view.bytes(body, content_type=resp.content_type, status=resp.status)
     except aiohttp.ClientError as exc:
@@ -66,28 +70,32 @@ async def _route_to_owner(view: ApiView, request: Request, key: bytes) -> Respon
 _FORWARDED = {"x-api-key", "accept"}
 
 
-def _local_lead(project: ProjectRecord, lead_id: str) -> tuple[bytes, LeadSummary, list[str]]:
-    """The canonical lead for a key on this worker, following at most one alias hop."""
-    key = f"{project.projectId}:{lead_id}".encode()
-    state = lead_store.get(key)
-    if isinstance(state, Alias):
-        key = f"{project.projectId}:{state.canonical}".encode()
-        state = lead_store.get(key)
-    if not isinstance(state, LeadSummary):
-        raise ApiError(404, "lead not found", [FieldError("leadId", "no such lead")])
-    return key, state, []
-
-
 class _OwnedLeadView(ApiView):
+    """A view of one lead, answered by the worker that owns it (following an alias once)."""
+
     async def _lead(
         self, request: Request, lead_id: str
-    ) -> tuple[ProjectRecord, bytes, LeadSummary] | Response:
+    ) -> tuple[ProjectRecord, bytes, LeadSummary, str] | Response:
         project = self.project(request)
-        routed = await _route_to_owner(self, request, f"{project.projectId}:{lead_id}".encode())
+        requested = request.query.get("requestedKey", lead_id)
+        key = f"{project.projectId}:{lead_id}".encode()
+        routed = await _route_to_owner(self, request, key)
         if routed is not None:
             return routed
-        key, summary, _ = _local_lead(project, lead_id)
-        return project, key, summary
+        state = lead_store.get(key)
+        if isinstance(state, Alias):  # merged: the canonical lead may live on another worker
+            canonical = state.canonical
+            key = f"{project.projectId}:{canonical}".encode()
+            url = request.url.with_path(
+                request.url.path.replace(f"/api/leads/{lead_id}", f"/api/leads/{canonical}", 1)
+            ).update_query(requestedKey=requested)
+            routed = await _route_to_owner(self, request, key, url)
+            if routed is not None:
+                return routed
+            state = lead_store.get(key)
+        if not isinstance(state, LeadSummary):
+            raise ApiError(404, "lead not found", [FieldError("leadId", "no such lead")])
+        return project, key, state, requested
 
 
 @app.page("/api/leads/{lead_id}")
@@ -96,12 +104,12 @@ class LeadView(_OwnedLeadView):
         found = await self._lead(request, lead_id)
         if not isinstance(found, tuple):
             return found
-        project, key, summary = found
+        project, key, summary, requested = found
         now = now_us()
         partition = partition_for(key, settings.partitions)
         recent = lead_store.count_in_window(key, partition, now - VELOCITY_WINDOW_US, now)
         body = _public(lead_json(lead_view(summary, now, project.scoring, recent)))
-        body["requestedKey"] = lead_id
+        body["requestedKey"] = requested
         return self.reply(body)
 
 
@@ -111,7 +119,7 @@ class IntelligenceView(_OwnedLeadView):
         found = await self._lead(request, lead_id)
         if not isinstance(found, tuple):
             return found
-        project, key, summary = found
+        project, key, summary, requested = found
         now = now_us()
         partition = partition_for(key, settings.partitions)
         day = VELOCITY_WINDOW_US
@@ -122,7 +130,7 @@ class IntelligenceView(_OwnedLeadView):
         return self.reply(
             {
                 "leadId": summary.lead_id,
-                "requestedKey": lead_id,
+                "requestedKey": requested,
                 "currentScore": view.current_score,
                 "leadStage": view.lead_stage,
                 "daysSinceLastEvent": intel.days_since_last_event,
@@ -163,7 +171,11 @@ class TimelineView(ApiView):
         project = self.project(request)
         pid = project.projectId
         lead = await mongo.db.leads.find_one(
-            {"projectId": pid, "$or": [{"leadId": lead_id}, {"aliases": lead_id}]},
+            {
+                "projectId": pid,
+                "$or": [{"leadId": lead_id}, {"aliases": lead_id}],
+                "mergedInto": {"$exists": False},
+            },
             {"leadId": 1},
         )
         if lead is None:
@@ -189,7 +201,7 @@ class TimelineView(ApiView):
 class LeadsView(ApiView):
     async def get(self, request: Request) -> Response:
         project = self.project(request)
-        query: dict[str, Any] = {"projectId": project.projectId}
+        query: dict[str, Any] = {"projectId": project.projectId, **LIVE}
         stage = request.query.get("stage")
         if stage:
             if stage not in STAGES:
@@ -230,7 +242,7 @@ class LeaderboardView(ApiView):
     async def get(self, request: Request) -> Response:
         project = self.project(request)
         body = await _page(
-            request, {"projectId": project.projectId}, [("currentScore", -1), ("leadId", 1)]
+            request, {"projectId": project.projectId, **LIVE}, [("currentScore", -1), ("leadId", 1)]
         )
         for rank, lead in enumerate(body["leads"], start=body["offset"] + 1):
             lead["rank"] = rank
@@ -243,7 +255,7 @@ class LeaderboardByStageView(ApiView):
         project = self.project(request)
         counts = dict.fromkeys(STAGES, 0)
         pipeline: list[dict[str, Any]] = [
-            {"$match": {"projectId": project.projectId}},
+            {"$match": {"projectId": project.projectId, **LIVE}},
             {"$group": {"_id": "$leadStage", "count": {"$sum": 1}}},
         ]
         async for row in mongo.db.leads.aggregate(pipeline):

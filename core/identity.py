@@ -1,0 +1,153 @@
+"""Identity resolution, the pure part (SPEC 5): emails, traits, and absorbing another lead.
+
+The protocol around it (agents.identity, agents.scoring) is message-based: a lead claims an
+email, the owner of the email's partition decides, and a merge moves the absorbed lead's events
+to the owner, where `absorb_events` inserts them in one pass.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from core.config import ScoringConfig
+from core.lead import Applied, EventFact, HistoryRow, LeadSummary, NewEvent
+from core.scoring import step
+
+__all__ = [
+    "MAX_ANONYMOUS_IDS",
+    "AbsorbedEvent",
+    "absorb_events",
+    "fill_traits",
+    "normalize_email",
+    "note_anonymous_id",
+    "with_aliases",
+]
+
+MAX_ANONYMOUS_IDS = 50
+_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]{1,63}$")
+
+
+def normalize_email(raw: Any) -> str | None:
+    """`properties.email` trimmed and lowercased, or None when it is not a plausible address."""
+    if not isinstance(raw, str):
+        return None
+    email = raw.strip().lower()
+    return email if len(email) <= 254 and _EMAIL.match(email) else None
+
+
+def _trait(value: Any) -> str | None:
+    return value.strip() if isinstance(value, str) and value.strip() else None
+
+
+def fill_traits(
+    summary: LeadSummary,
+    *,
+    email: str | None = None,
+    name: Any = None,
+    company: Any = None,
+    overwrite: bool = False,
+) -> LeadSummary:
+    """Set traits; the lead's own values win unless `overwrite` (a promotion sets its own)."""
+
+    def pick(current: str | None, new: Any) -> str | None:
+        candidate = _trait(new)
+        if overwrite:
+            return candidate if candidate is not None else current
+        return current if current is not None else candidate
+
+    return replace(
+        summary,
+        email=summary.email if summary.email is not None else email,
+        name=pick(summary.name, name),
+        company=pick(summary.company, company),
+    )
+
+
+def note_anonymous_id(summary: LeadSummary, anonymous_id: str | None) -> LeadSummary:
+    """Remember the anonymousIds a lead was seen with (they become aliases when it is merged)."""
+    if (
+        anonymous_id is None
+        or anonymous_id == summary.lead_id
+        or anonymous_id in summary.anonymous_ids
+        or len(summary.anonymous_ids) >= MAX_ANONYMOUS_IDS
+    ):
+        return summary
+    return replace(summary, anonymous_ids=(*summary.anonymous_ids, anonymous_id))
+
+
+def with_aliases(summary: LeadSummary, keys: Iterable[str]) -> LeadSummary:
+    merged = list(summary.aliases)
+    for key in keys:
+        if key != summary.lead_id and key not in merged:
+            merged.append(key)
+    return replace(summary, aliases=tuple(merged))
+
+
+@dataclass(frozen=True, slots=True)
+class AbsorbedEvent:
+    """An event moving from an absorbed lead, with its points as they were scored."""
+
+    event: NewEvent
+    properties: Mapping[str, Any] | None
+
+
+def absorb_events(
+    summary: LeadSummary,
+    incoming: Sequence[AbsorbedEvent],
+    config: ScoringConfig,
+    *,
+    predecessor: EventFact | None,
+    successors: Iterable[EventFact],
+) -> Applied:
+    """Insert distinct, not-yet-known events in one pass: O(new + facts after the earliest).
+
+    `predecessor` is the fact before the earliest incoming event and `successors` every fact
+    after it; the chain is recomputed from there, as if the events had always been this lead's.
+    """
+    if not incoming:
+        return Applied(summary, [], [])
+    new_ids = {a.event.event_id for a in incoming}
+    props = {a.event.event_id: a.properties for a in incoming}
+    chain: list[NewEvent] = [a.event for a in incoming]
+    chain += [NewEvent(f.timestamp, f.event_id, f.event_type, f.points) for f in successors]
+    chain.sort(key=lambda e: e.order)
+    previous = predecessor
+    facts: list[EventFact] = []
+    rows: list[HistoryRow] = []
+    for event in chain:
+        if previous is None:
+            before, after = 0.0, max(0.0, float(event.points))
+        else:
+            before, after = step(
+                previous.score_after, event.timestamp - previous.timestamp, event.points, config
+            )
+        previous = EventFact(event.timestamp, event.event_id, event.event_type, event.points, after)
+        facts.append(previous)
+        is_new = event.event_id in new_ids
+        rows.append(
+            HistoryRow(
+                event.event_id,
+                event.event_type,
+                event.timestamp,
+                event.points,
+                before,
+                after,
+                (props[event.event_id] or {}) if is_new else None,
+            )
+        )
+    last = facts[-1]
+    first = min(incoming, key=lambda a: a.event.order).event.timestamp
+    known_first = summary.first_timestamp
+    new_summary = replace(
+        summary,
+        score=last.score_after,
+        last_timestamp=last.timestamp,
+        last_event_id=last.event_id,
+        first_timestamp=first if known_first is None else min(known_first, first),
+        event_count=summary.event_count + len(incoming),
+        version=summary.version + 1,
+    )
+    return Applied(new_summary, facts, rows)
