@@ -1,19 +1,23 @@
 """The identity agent: one owner per email, decided on the email's own partition (SPEC 5).
 
 Claims arrive keyed by "{projectId}:{email}", so every claim for one email is handled in order
-by one agent: the first claimant owns it (promote), every later one is merged into the owner.
+by one agent. The claim with the earliest identify (timestamp, eventId) owns the email
+(promote); every other claimant is merged into it — whatever order the claims arrive in.
 Replies go to the claimant's partition through lead-commands; all are idempotent, so a claim
 processed twice after a crash gives the same answer.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 from faust.types import StreamT
 
+from agents.outbox import is_current, send_command
 from app.faust_app import app
 from app.settings import settings
-from app.topology import claims_topic, commands_topic
+from app.topology import claims_topic
 
 __all__ = ["email_owners", "identity_agent"]
 
@@ -22,29 +26,43 @@ email_owners = app.Table(
     key_type=bytes,
     value_type=bytes,
     partitions=settings.partitions,
-    help='"{projectId}:{email}" -> lead key of its owner',
+    help='"{projectId}:{email}" -> {lead, timestamp, eventId} of the owning claim',
 )
+
+
+def _order(record: dict[str, Any]) -> tuple[int, str]:
+    return (record["timestamp"], record["eventId"])
 
 
 @app.agent(claims_topic)
 async def identity_agent(stream: StreamT[bytes]) -> None:
     async for event in stream.events():
         claim = orjson.loads(event.value)
+        if not is_current(claim):
+            continue  # from an earlier epoch: the replay re-sends it
+        pid: str = claim["projectId"]
         claimant: str = claim["claimant"]
-        owner_raw = email_owners.get(event.message.key)
-        if owner_raw is None:
-            email_owners[event.message.key] = claimant.encode()
-            owner = claimant
+        held = email_owners.get(event.message.key)
+        owner = orjson.loads(held) if held is not None else None
+        reply = {k: claim.get(k) for k in ("projectId", "email", "name", "company")}
+        if owner is None or owner["lead"] == claimant or _order(claim) < _order(owner):
+            if owner is not None and owner["lead"] != claimant:
+                # An earlier identify of the same email turned up: it owns the email, and the
+                # lead that held it (the same person) is merged into it. Ownership thus
+                # depends only on the log, not on which claim arrived first.
+                await send_command(
+                    f"{pid}:{owner['lead']}".encode(),
+                    {**reply, "command": "merge", "into": claimant},
+                )
+            new_owner = {
+                "lead": claimant,
+                "timestamp": claim["timestamp"],
+                "eventId": claim["eventId"],
+            }
+            if owner != new_owner:
+                email_owners[event.message.key] = orjson.dumps(new_owner)
+            await send_command(f"{pid}:{claimant}".encode(), {**reply, "command": "promote"})
         else:
-            owner = owner_raw.decode()
-        reply = {
-            "command": "promote" if owner == claimant else "merge",
-            "projectId": claim["projectId"],
-            "email": claim["email"],
-            "name": claim.get("name"),
-            "company": claim.get("company"),
-            "into": owner,
-        }
-        await commands_topic.send(
-            key=f"{claim['projectId']}:{claimant}".encode(), value=orjson.dumps(reply)
-        )
+            await send_command(
+                f"{pid}:{claimant}".encode(), {**reply, "command": "merge", "into": owner["lead"]}
+            )

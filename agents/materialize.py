@@ -45,6 +45,8 @@ def _date(text: str | None) -> datetime | None:
 @dataclass
 class MaterializationPlan:
     leads: list[UpdateOne] = field(default_factory=list)
+    # (projectId, leadId, email) of each op in `leads`, to settle email-index conflicts
+    lead_emails: list[tuple[str, str, str | None]] = field(default_factory=list)
     history: list[UpdateOne] = field(default_factory=list)
     history_removals: list[DeleteMany] = field(default_factory=list)  # rows of merged leads
 
@@ -81,9 +83,11 @@ def plan_writes(changes: Iterable[Mapping[str, Any]], now: datetime) -> Material
         doc["computedAt"] = _date(lead["computedAt"])
         doc["updatedAt"] = now
         newer = {"$lt": [{"$ifNull": ["$version", -1]}, lead["version"]]}
-        plan.leads.append(
-            UpdateOne({"projectId": pid, "leadId": lead_id}, _guarded(doc, newer), upsert=True)
-        )
+        update = _guarded(doc, newer)
+        # a live lead (e.g. rebuilt by a replay) is no tombstone, whatever an older epoch said
+        update[0]["$set"]["mergedInto"] = {"$cond": [newer, "$$REMOVE", "$mergedInto"]}
+        plan.leads.append(UpdateOne({"projectId": pid, "leadId": lead_id}, update, upsert=True))
+        plan.lead_emails.append((pid, lead_id, lead["email"]))
     for (pid, lead_id), lead in refreshes.items():
         if (pid, lead_id) in upserts:
             continue  # the upsert in this batch carries fresher or equal figures
@@ -100,6 +104,7 @@ def plan_writes(changes: Iterable[Mapping[str, Any]], now: datetime) -> Material
         plan.leads.append(
             UpdateOne({"projectId": pid, "leadId": lead_id}, _guarded(doc, same_and_fresher))
         )
+        plan.lead_emails.append((pid, lead_id, None))
     for (pid, lead_id), lead in removals.items():
         # a tombstone, not a delete: an older change replayed later must not resurrect the lead
         newer = {"$lt": [{"$ifNull": ["$version", -1]}, lead["version"]]}
@@ -109,6 +114,7 @@ def plan_writes(changes: Iterable[Mapping[str, Any]], now: datetime) -> Material
         )
         tombstone[0]["$set"]["email"] = {"$cond": [newer, "$$REMOVE", "$email"]}
         plan.leads.append(UpdateOne({"projectId": pid, "leadId": lead_id}, tombstone, upsert=True))
+        plan.lead_emails.append((pid, lead_id, None))
         plan.history_removals.append(DeleteMany({"projectId": pid, "leadId": lead_id}))
     for (pid, lead_id, event_id), (version, row) in rows.items():
         fields: dict[str, Any] = {

@@ -8,17 +8,16 @@ from dataclasses import replace
 from typing import Any
 
 import orjson
-from faust.types import EventT, StreamT
+from faust.types import StreamT
 
 from agents.lead_commands import handle_command
+from agents.outbox import forward_event, is_current, send_claim
 from app.clock import now_us
 from app.partitioning import partition_for
 from app.records import ProjectRecord, lead_change
 from app.settings import settings
 from app.topology import (
     app,
-    claims_topic,
-    commands_topic,
     dead_letter_topic,
     directory,
     lead_changes_topic,
@@ -57,13 +56,8 @@ async def dead_letter(message: Any, reason: str, errors: list[FieldError] | None
     )
 
 
-async def _decode(event: EventT) -> tuple[Event, ProjectRecord] | None:
-    message = event.message
-    try:
-        data = orjson.loads(event.value)
-    except orjson.JSONDecodeError as exc:
-        await dead_letter(message, f"invalid JSON: {exc}")
-        return None
+async def _decode(message: Any, data: Any) -> tuple[Event, ProjectRecord] | None:
+    """A valid event and its project, or None after dead-lettering the record with the reason."""
     try:
         decoded = validate_event(
             data,
@@ -86,7 +80,7 @@ async def _decode(event: EventT) -> tuple[Event, ProjectRecord] | None:
 
 def score_event(
     decoded: Event, project: ProjectRecord, key: bytes, partition: int, now: int
-) -> tuple[bytes, bytes | None] | None:
+) -> tuple[bytes, dict[str, Any] | None] | None:
     """Apply one event to its lead's tables.
 
     Returns the LeadChange to emit and, for an `identify` that should claim its email, the
@@ -120,7 +114,7 @@ def score_event(
             successors=store.facts_from(key, partition, new.timestamp, new.event_id),
         )
     updated = note_anonymous_id(applied.summary, decoded.anonymous_id)
-    claim = None
+    claim: dict[str, Any] | None = None
     email = normalize_email((decoded.properties or {}).get("email"))
     # one claim at a time: the reply (promote or merge) decides what this lead becomes
     if (
@@ -131,16 +125,15 @@ def score_event(
     ):
         updated = replace(updated, pending_email=email)
         props = decoded.properties or {}
-        claim = orjson.dumps(
-            {
-                "projectId": decoded.project_id,
-                "email": email,
-                "claimant": updated.lead_id,
-                "eventId": decoded.event_id,
-                "name": props.get("name"),
-                "company": props.get("company"),
-            }
-        )
+        claim = {
+            "projectId": decoded.project_id,
+            "email": email,
+            "claimant": updated.lead_id,
+            "eventId": decoded.event_id,
+            "timestamp": decoded.timestamp,
+            "name": props.get("name"),
+            "company": props.get("company"),
+        }
     store.record_event(key, decoded.event_id, decoded.timestamp, decoded.properties)
     for fact in applied.facts:
         store.put_fact(key, fact)
@@ -155,47 +148,55 @@ def score_event(
 async def scoring_agent(stream: StreamT[bytes]) -> None:
     """Thin: decode, route to the owning partition, then score or run a lead command."""
     await directory.wait_loaded()
-    partitions = settings.partitions
     async for event in stream.events():
         message = event.message
         try:
-            if message.topic != EVENTS_TOPIC:
-                body = orjson.loads(event.value)
-                if isinstance(body, dict) and "command" in body:
-                    project = directory.get(body.get("projectId", ""))
-                    if project is None:
-                        await dead_letter(message, "command for an unknown project")
-                        continue
-                    await handle_command(message.key, body, project, message.partition, now_us())
-                    continue
-            decoded_project = await _decode(event)
-            if decoded_project is None:
-                continue
-            decoded, project = decoded_project
-            if message.topic == EVENTS_TOPIC:
-                key = decoded.table_key.encode()
-                if partition_for(key, partitions) != message.partition:
-                    # Produced to the wrong partition: re-key it onto the partition that owns it.
-                    await commands_topic.send(key=key, value=decoded.to_wire())
-                    continue
-            else:  # lead-commands: the record key names the lead it is for (alias forwards)
-                key = message.key
-            state = lead_store.get(key)
-            if isinstance(state, Alias):
-                target = f"{decoded.project_id}:{state.canonical}".encode()
-                await commands_topic.send(key=target, value=decoded.to_wire())
-                continue
-            result = score_event(decoded, project, key, message.partition, now_us())
-            if result is not None:
-                change, claim = result
-                await lead_changes_topic.send(key=key, value=change)
-                if claim is not None:
-                    email = orjson.loads(claim)["email"]
-                    await claims_topic.send(
-                        key=f"{decoded.project_id}:{email}".encode(), value=claim
-                    )
+            await _process(message, event.value)
         except Exception as exc:  # a record must never stop its partition
             log.exception(
                 "scoring failed for %s:%s@%s", message.topic, message.partition, message.offset
             )
             await dead_letter(message, f"internal error: {exc!r}")
+
+
+async def _process(message: Any, value: bytes) -> None:
+    try:
+        body = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        await dead_letter(message, f"invalid JSON: {exc}")
+        return
+    if message.topic == EVENTS_TOPIC:
+        decoded_project = await _decode(message, body)
+        if decoded_project is None:
+            return
+        decoded, project = decoded_project
+        key = decoded.table_key.encode()
+        if partition_for(key, settings.partitions) != message.partition:
+            # Produced to the wrong partition: hand it to the partition that owns the lead.
+            await forward_event(key, decoded.to_wire())
+            return
+    else:  # lead-commands: the record key names the lead it is for
+        if not is_current(body):
+            return  # from an earlier epoch: a replay re-derives it from the events topic
+        if body.get("command") != "event":
+            owner = directory.get(body.get("projectId", ""))
+            if owner is None:
+                await dead_letter(message, "command for an unknown project")
+                return
+            await handle_command(message.key, body, owner, message.partition, now_us())
+            return
+        decoded_project = await _decode(message, body.get("event"))
+        if decoded_project is None:
+            return
+        decoded, project = decoded_project
+        key = message.key
+    state = lead_store.get(key)
+    if isinstance(state, Alias):
+        await forward_event(f"{decoded.project_id}:{state.canonical}".encode(), decoded.to_wire())
+        return
+    result = score_event(decoded, project, key, message.partition, now_us())
+    if result is not None:
+        change, claim = result
+        await lead_changes_topic.send(key=key, value=change)
+        if claim is not None:
+            await send_claim(decoded.project_id, claim["email"], claim)

@@ -6,7 +6,9 @@ import asyncio
 import json
 import os
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -28,17 +30,101 @@ def worker(web_port: int | None, datadir: Path | None, loglevel: str | None) -> 
         os.environ["WEB_PORT"] = str(web_port)
     if datadir is not None:
         os.environ["LEADSCORE_DATA_DIR"] = str(datadir)
+    from app.settings import Settings
+
+    boot = Settings.from_env()
+    epoch = asyncio.run(_prepare(boot))
+    if epoch is not None and epoch > boot.app_version:  # a replay opened a newer epoch
+        os.environ["LEADSCORE_APP_VERSION"] = str(epoch)
+        from app import settings as settings_module
+
+        settings_module.settings = Settings.from_env()  # before anything builds the Faust app
     from faust import Worker
 
     from app.settings import settings
-    from app.topics import ensure_topics
 
-    asyncio.run(ensure_topics(settings))
     (settings.data_dir / settings.topic_prefix).mkdir(parents=True, exist_ok=True)
     from app.worker import app
 
     level = loglevel or settings.log_level
     Worker(app, loglevel=level, quiet=True).execute_from_commandline()
+
+
+async def _prepare(settings: Any) -> int | None:
+    from app.replay import read_epoch
+    from app.topics import ensure_topics
+
+    await ensure_topics(settings)
+    return await read_epoch(settings)
+
+
+@main.command()
+@click.option(
+    "--to-datetime",
+    type=click.DateTime(formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S"]),
+    default=None,
+    help="Start from the first event at or after this instant instead of the beginning.",
+)
+@click.option("--force", is_flag=True, help="Do not check that every worker is stopped.")
+def replay(to_datetime: datetime | None, force: bool) -> None:
+    """Rebuild all tables and MongoDB from the events topic (start workers afterwards)."""
+    from app.replay import start_replay
+    from app.settings import settings
+
+    if to_datetime is not None and to_datetime.tzinfo is None:
+        to_datetime = to_datetime.replace(tzinfo=UTC)
+    plan = asyncio.run(start_replay(settings, to_datetime=to_datetime, force=force))
+    click.echo(
+        f"epoch {plan.previous_version} -> {plan.new_version}: consumer group {plan.group!r}, "
+        "fresh tables and changelogs.\nStart the workers now; they rebuild everything from "
+        "the events topic while MongoDB keeps serving the previous figures until overwritten."
+    )
+
+
+@main.command("clean-versions")
+def clean_versions() -> None:
+    """Delete the changelog topics and local table dirs of epochs older than the current one."""
+    from app.replay import clean_old_versions
+    from app.settings import settings
+
+    removed = asyncio.run(clean_old_versions(settings))
+    click.echo("\n".join(removed) if removed else "nothing to clean")
+
+
+@main.command()
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True)
+def run(workers: int) -> None:
+    """Run N workers of one deployment on this host (ports WEB_PORT+i, data dirs worker-i).
+
+    Partitions spread over the workers; each serves the whole API. Ctrl-C stops them all.
+    """
+    import signal
+    import subprocess
+
+    from app.settings import settings
+
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        for i in range(workers):
+            env = dict(os.environ)
+            env["WEB_PORT"] = str(settings.web_port + i)
+            env["LEADSCORE_DATA_DIR"] = str(settings.data_dir.parent / f"worker-{i}")
+            procs.append(subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], env=env))
+            click.echo(f"worker {i}: http://{settings.web_host}:{settings.web_port + i}")
+        # block only after spawning: children must not inherit a blocked SIGTERM
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        while all(p.poll() is None for p in procs):
+            if signal.sigtimedwait({signal.SIGINT, signal.SIGTERM}, 1.0) is not None:
+                break
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(60)
+            except subprocess.TimeoutExpired:
+                p.kill()
 
 
 @main.group()

@@ -17,6 +17,7 @@ _MODULES = [
     "web.health",
     "web.leads",
     "web.projects",
+    "web.admin",
 ]
 if settings.sink_enabled:
     _MODULES.append("agents.sink")

@@ -79,11 +79,9 @@ def note_anonymous_id(summary: LeadSummary, anonymous_id: str | None) -> LeadSum
 
 
 def with_aliases(summary: LeadSummary, keys: Iterable[str]) -> LeadSummary:
-    merged = list(summary.aliases)
-    for key in keys:
-        if key != summary.lead_id and key not in merged:
-            merged.append(key)
-    return replace(summary, aliases=tuple(merged))
+    """Add alias keys; kept sorted, so the list does not depend on the order of merges."""
+    merged = set(summary.aliases) | {k for k in keys if k != summary.lead_id}
+    return replace(summary, aliases=tuple(sorted(merged)))
 
 
 @dataclass(frozen=True, slots=True)

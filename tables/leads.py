@@ -135,6 +135,35 @@ class LeadStore:
             n += 1
         return n
 
+    def leads_of_project(
+        self, project_id: str, partition: int
+    ) -> Iterator[tuple[bytes, LeadSummary]]:
+        """Canonical leads of one project in one partition (keys start with "{projectId}:")."""
+        prefix = f"{project_id}:".encode()
+        data: Any = self.leads.data
+        db_for_partition = getattr(data, "_db_for_partition", None)
+        items = (
+            db_for_partition(partition).items(from_key=prefix)
+            if db_for_partition is not None
+            else sorted((k, v) for k, v in data.data.items() if k >= prefix)
+        )
+        for key, raw in items:
+            if not key.startswith(prefix):
+                return
+            state = decode_lead(raw)
+            if isinstance(state, LeadSummary):
+                yield key, state
+
+    def aliases_of_project(self, project_id: str, partition: int) -> Iterator[tuple[str, Alias]]:
+        prefix = f"{project_id}:".encode()
+        data: Any = self.leads.data
+        for key, raw in data._db_for_partition(partition).items(from_key=prefix):
+            if not key.startswith(prefix):
+                return
+            state = decode_lead(raw)
+            if isinstance(state, Alias):
+                yield key.decode(), state
+
     def _scan(
         self, partition: int, start: bytes, *, backwards: bool = False
     ) -> Iterator[tuple[bytes, bytes]]:
