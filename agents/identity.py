@@ -44,7 +44,10 @@ async def identity_agent(stream: StreamT[bytes]) -> None:
         claimant: str = claim["claimant"]
         held = email_owners.get(event.message.key)
         owner = orjson.loads(held) if held is not None else None
-        reply = {k: claim.get(k) for k in ("projectId", "email", "name", "company")}
+        reply = {
+            k: claim.get(k)
+            for k in ("projectId", "email", "name", "company", "timestamp", "eventId")
+        }
         if owner is None or owner["lead"] == claimant or _order(claim) < _order(owner):
             if owner is not None and owner["lead"] != claimant:
                 # An earlier identify of the same email turned up: it owns the email, and the

@@ -60,7 +60,7 @@ async def _promote(
         log.warning("lead %r owns %r; ignoring promotion to %r", key, state.email, cmd["email"])
         return
     promoted = fill_traits(
-        replace(state, pending_email=None),
+        replace(state, pending_email=None, email_claim=(cmd["timestamp"], cmd["eventId"])),
         email=cmd["email"],
         name=cmd.get("name"),
         company=cmd.get("company"),

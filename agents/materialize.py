@@ -32,6 +32,7 @@ _LEAD_FIELDS = (
     "eventsLast24h",
     "eventCount",
     "scoreAtLastEvent",
+    "emailClaim",
     "version",
 )
 _REFRESH_FIELDS = ("currentScore", "leadStage", "velocityScore", "eventsLast24h")
@@ -45,8 +46,9 @@ def _date(text: str | None) -> datetime | None:
 @dataclass
 class MaterializationPlan:
     leads: list[UpdateOne] = field(default_factory=list)
-    # (projectId, leadId, email) of each op in `leads`, to settle email-index conflicts
-    lead_emails: list[tuple[str, str, str | None]] = field(default_factory=list)
+    # the upsert behind each op in `leads` (None for refreshes and tombstones), so that the sink
+    # can settle an email-index conflict and rewrite the op
+    lead_upserts: list[LeadUpsert | None] = field(default_factory=list)
     history: list[UpdateOne] = field(default_factory=list)
     history_removals: list[DeleteMany] = field(default_factory=list)  # rows of merged leads
 
@@ -82,12 +84,9 @@ def plan_writes(changes: Iterable[Mapping[str, Any]], now: datetime) -> Material
             doc[f"{name}Us"] = None if lead[name] is None else parse_timestamp(lead[name])
         doc["computedAt"] = _date(lead["computedAt"])
         doc["updatedAt"] = now
-        newer = {"$lt": [{"$ifNull": ["$version", -1]}, lead["version"]]}
-        update = _guarded(doc, newer)
-        # a live lead (e.g. rebuilt by a replay) is no tombstone, whatever an older epoch said
-        update[0]["$set"]["mergedInto"] = {"$cond": [newer, "$$REMOVE", "$mergedInto"]}
-        plan.leads.append(UpdateOne({"projectId": pid, "leadId": lead_id}, update, upsert=True))
-        plan.lead_emails.append((pid, lead_id, lead["email"]))
+        upsert = LeadUpsert(pid, lead_id, doc, lead["version"])
+        plan.leads.append(upsert.op())
+        plan.lead_upserts.append(upsert)
     for (pid, lead_id), lead in refreshes.items():
         if (pid, lead_id) in upserts:
             continue  # the upsert in this batch carries fresher or equal figures
@@ -104,17 +103,17 @@ def plan_writes(changes: Iterable[Mapping[str, Any]], now: datetime) -> Material
         plan.leads.append(
             UpdateOne({"projectId": pid, "leadId": lead_id}, _guarded(doc, same_and_fresher))
         )
-        plan.lead_emails.append((pid, lead_id, None))
+        plan.lead_upserts.append(None)
     for (pid, lead_id), lead in removals.items():
         # a tombstone, not a delete: an older change replayed later must not resurrect the lead
         newer = {"$lt": [{"$ifNull": ["$version", -1]}, lead["version"]]}
-        tombstone = _guarded(
-            {"mergedInto": lead["mergedInto"], "version": lead["version"], "updatedAt": now},
-            newer,
-        )
-        tombstone[0]["$set"]["email"] = {"$cond": [newer, "$$REMOVE", "$email"]}
+        # `merged: true`, not who absorbed it: merge chains differ with arrival order, the
+        # canonical lead's sorted aliases do not (replays reproduce the same documents)
+        tombstone = _guarded({"merged": True, "version": lead["version"], "updatedAt": now}, newer)
+        for gone in ("email", "emailClaim"):
+            tombstone[0]["$set"][gone] = {"$cond": [newer, "$$REMOVE", f"${gone}"]}
         plan.leads.append(UpdateOne({"projectId": pid, "leadId": lead_id}, tombstone, upsert=True))
-        plan.lead_emails.append((pid, lead_id, None))
+        plan.lead_upserts.append(None)
         plan.history_removals.append(DeleteMany({"projectId": pid, "leadId": lead_id}))
     for (pid, lead_id, event_id), (version, row) in rows.items():
         fields: dict[str, Any] = {
@@ -137,6 +136,31 @@ def plan_writes(changes: Iterable[Mapping[str, Any]], now: datetime) -> Material
             )
         )
     return plan
+
+
+@dataclass(frozen=True)
+class LeadUpsert:
+    project_id: str
+    lead_id: str
+    doc: Mapping[str, Any]
+    version: int
+
+    def op(self, *, without_email: bool = False) -> UpdateOne:
+        """The version-guarded upsert; `without_email` when a lead with an earlier claim on
+        the same email holds it (this lead is about to be merged into that one)."""
+        doc = dict(self.doc)
+        if without_email:
+            doc.pop("email", None)
+            doc.pop("emailClaim", None)
+        newer = {"$lt": [{"$ifNull": ["$version", -1]}, self.version]}
+        update = _guarded(doc, newer)
+        # a live lead (e.g. rebuilt by a replay) is no tombstone, whatever an older epoch said
+        gone = ["merged", *(("email", "emailClaim") if without_email else ())]
+        for name in gone:
+            update[0]["$set"][name] = {"$cond": [newer, "$$REMOVE", f"${name}"]}
+        return UpdateOne(
+            {"projectId": self.project_id, "leadId": self.lead_id}, update, upsert=True
+        )
 
 
 def _guarded(fields: Mapping[str, Any], condition: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -17,7 +17,7 @@ from faust.types import StreamT
 from pymongo.errors import BulkWriteError
 from tenacity import AsyncRetrying, before_sleep_log, retry_if_exception_type, wait_exponential
 
-from agents.materialize import DUPLICATE_KEY, plan_writes
+from agents.materialize import DUPLICATE_KEY, LeadUpsert, MaterializationPlan, plan_writes
 from app.records import VERSION_EPOCH_BITS
 from app.settings import settings
 from app.topology import app, lead_changes_topic, mongo
@@ -28,40 +28,67 @@ log = logging.getLogger(__name__)
 EPOCH = settings.app_version
 
 
-async def _bulk(
-    collection: Any,
-    ops: Sequence[Any],
-    emails: Sequence[tuple[str, str, str | None]] | None = None,
-) -> None:
-    """Unordered bulk write; an upsert that lost an insert race (11000) is re-run as an update.
-
-    For leads, an 11000 can also be the email index: a lead that took an email over from a lead
-    being merged into it, written before that lead's tombstone. The tables are the truth (one
-    owner per email), so the email is taken off the other document first.
-    """
-    owners: Sequence[tuple[str, str, str | None] | None] = emails or [None] * len(ops)
-    pending = list(zip(ops, owners, strict=True))
+async def _bulk(collection: Any, ops: Sequence[Any]) -> None:
+    """Unordered bulk write; an upsert that lost an insert race (11000) is re-run as an update."""
+    pending = list(ops)
     for _ in range(5):
         if not pending:
             return
         try:
-            await collection.bulk_write([op for op, _ in pending], ordered=False)
+            await collection.bulk_write(pending, ordered=False)
             return
         except BulkWriteError as exc:
-            errors = exc.details.get("writeErrors", [])
-            if exc.details.get("writeConcernErrors") or any(
-                e.get("code") != DUPLICATE_KEY for e in errors
-            ):
-                raise
-            pending = [pending[e["index"]] for e in errors]
-            for _, owner in pending:
-                if owner is not None and owner[2] is not None:
-                    pid, lead_id, email = owner
-                    await collection.update_many(
-                        {"projectId": pid, "email": email, "leadId": {"$ne": lead_id}},
-                        {"$unset": {"email": ""}},
-                    )
+            pending = [pending[e["index"]] for e in _duplicate_key_errors(exc)]
     raise RuntimeError(f"{len(pending)} upserts kept colliding on a unique index")
+
+
+def _duplicate_key_errors(exc: BulkWriteError) -> list[dict[str, Any]]:
+    errors: list[dict[str, Any]] = exc.details.get("writeErrors", [])
+    if exc.details.get("writeConcernErrors") or any(e.get("code") != DUPLICATE_KEY for e in errors):
+        raise exc
+    return errors
+
+
+async def _write_leads(plan: MaterializationPlan) -> None:
+    """Like `_bulk`, settling the email index the way identity does (SPEC 5).
+
+    Two live documents can briefly carry one email: a lead whose identify turned out to be
+    earlier takes the email over from a lead about to be merged into it, or a replay passes
+    through other owners first. The earlier claim (identify timestamp, eventId) keeps the email;
+    the other document is written without it — its lead is on its way to being merged.
+    """
+    leads = mongo.db.leads
+    pending = list(zip(plan.leads, plan.lead_upserts, strict=True))
+    for _ in range(5):
+        if not pending:
+            return
+        try:
+            await leads.bulk_write([op for op, _ in pending], ordered=False)
+            return
+        except BulkWriteError as exc:
+            retry = []
+            for error in _duplicate_key_errors(exc):
+                op, upsert = pending[error["index"]]
+                if upsert is not None and upsert.doc.get("email") is not None:
+                    op = await _settle_email(leads, upsert)
+                retry.append((op, upsert))
+            pending = retry
+    raise RuntimeError(f"{len(pending)} lead upserts kept colliding on a unique index")
+
+
+async def _settle_email(leads: Any, upsert: LeadUpsert) -> Any:
+    holder = await leads.find_one({"projectId": upsert.project_id, "email": upsert.doc["email"]})
+    if holder is None or holder["leadId"] == upsert.lead_id:
+        return upsert.op()  # an insert race on (projectId, leadId): retry as an update
+    ours = tuple(upsert.doc.get("emailClaim") or (float("inf"), ""))
+    theirs = tuple(holder.get("emailClaim") or (float("inf"), ""))
+    if ours < theirs:
+        await leads.update_one(
+            {"projectId": holder["projectId"], "leadId": holder["leadId"]},
+            {"$unset": {"email": "", "emailClaim": ""}},
+        )
+        return upsert.op()
+    return upsert.op(without_email=True)
 
 
 async def write_changes(changes: Sequence[dict[str, Any]]) -> None:
@@ -75,7 +102,7 @@ async def write_changes(changes: Sequence[dict[str, Any]]) -> None:
     ):
         with attempt:
             await mongo.ensure_indexes()
-            await _bulk(mongo.db.leads, plan.leads, plan.lead_emails)
+            await _write_leads(plan)
             await _bulk(mongo.db.score_history, plan.history)
             await _bulk(mongo.db.score_history, plan.history_removals)
 

@@ -123,6 +123,7 @@ def lead_json(view: LeadView, epoch: int = 0) -> dict[str, Any]:
         else None,
         "lastEventAt": format_timestamp(s.last_timestamp) if s.last_timestamp is not None else None,
         "scoreAtLastEvent": s.score,
+        "emailClaim": list(s.email_claim) if s.email_claim else None,
         "version": materialized_version(epoch, s.version),
         "computedAt": format_timestamp(view.computed_at),
     }
@@ -143,7 +144,7 @@ def lead_removal(
                 "projectId": project_id,
                 "leadId": lead_id,
                 "version": materialized_version(epoch, lead_version),
-                "mergedInto": merged_into,
+                "mergedInto": merged_into,  # informational; the tombstone says merged: true
                 "computedAt": format_timestamp(now),
             },
             "history": [],

@@ -90,6 +90,7 @@ class LeadSummary:
     company: str | None = None
     aliases: tuple[str, ...] = field(default_factory=tuple)
     pending_email: str | None = None  # claimed, awaiting the identity agent's reply
+    email_claim: tuple[int, str] | None = None  # (timestamp, eventId) of the owning identify
     anonymous_ids: tuple[str, ...] = field(default_factory=tuple)
 
     @property

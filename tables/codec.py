@@ -101,6 +101,7 @@ def encode_summary(s: LeadSummary) -> bytes:
             list(s.aliases),
             s.pending_email,
             list(s.anonymous_ids),
+            list(s.email_claim) if s.email_claim else None,
         ]
     )
 
@@ -129,6 +130,7 @@ def decode_lead(value: bytes) -> LeadSummary | Alias:
         aliases,
         pending_email,
         anonymous_ids,
+        email_claim,
     ) = data
     return LeadSummary(
         project_id=pid,
@@ -145,4 +147,5 @@ def decode_lead(value: bytes) -> LeadSummary | Alias:
         aliases=tuple(aliases),
         pending_email=pending_email,
         anonymous_ids=tuple(anonymous_ids),
+        email_claim=(int(email_claim[0]), email_claim[1]) if email_claim else None,
     )

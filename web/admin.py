@@ -20,7 +20,7 @@ from web.base import ApiError, ApiView
 
 __all__ = ["RebuildView", "RescoreView", "SystemHealthView", "TableLeadsView"]
 
-LIVE = {"mergedInto": {"$exists": False}}
+LIVE = {"merged": {"$exists": False}}
 
 
 @app.page("/api/admin/rebuild/{lead_id}")

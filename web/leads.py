@@ -32,7 +32,7 @@ __all__ = [
 ]
 
 STAGES = ("qualified", "hot", "warm", "cold")
-LIVE = {"mergedInto": {"$exists": False}}  # merged-away leads stay as tombstones; never listed
+LIVE = {"merged": {"$exists": False}}  # merged-away leads stay as tombstones; never listed
 
 
 ROUTED_HEADER = "X-Leadscore-Routed"
@@ -146,7 +146,7 @@ class IntelligenceView(_OwnedLeadView):
         )
 
 
-_INTERNAL = ("_id", "version", "scoreAtLastEvent")
+_INTERNAL = ("_id", "version", "scoreAtLastEvent", "emailClaim", "merged")
 
 
 def _public(lead: dict[str, Any]) -> dict[str, Any]:
@@ -174,7 +174,7 @@ class TimelineView(ApiView):
             {
                 "projectId": pid,
                 "$or": [{"leadId": lead_id}, {"aliases": lead_id}],
-                "mergedInto": {"$exists": False},
+                **LIVE,
             },
             {"leadId": 1},
         )
