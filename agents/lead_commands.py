@@ -1,20 +1,22 @@
 """Commands addressed to one lead through lead-commands: identity replies and merges (SPEC 5).
 
 - `promote` (to the claimant): it owns the email; set email, and name/company when given.
-- `merge` (to the claimant): the email has another owner: send every event to the owner
-  (`absorb`), become an alias of it, and tombstone the lead's document. Idempotent: a merge
-  processed twice re-sends the same events, which the owner deduplicates.
-- `rebuild` (to a lead) / `rescore-project` (to every partition): recompute from stored facts,
-  optionally under the current rules, and re-emit every history row.
+- `merge` (to the claimant): the email has an owner with an earlier claim: send every event to
+  the owner (`absorb`), become an alias of it, and tombstone the lead's document.
 - `absorb` (to the owner): insert the absorbed lead's events (deduplicated by eventId), recompute
   the chain in one pass, take its aliases, fill trait gaps (the owner's values win).
+- `rebuild` (to a lead) / `rescore-project` (to every partition): recompute from stored facts,
+  optionally under the current rules, and re-emit every history row.
+
+Every handler is safe to run again for the same record (at-least-once): a record the lead's
+summary shows as applied only re-emits its outputs, a partly applied one is redone.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from agents.outbox import send_command
@@ -22,42 +24,65 @@ from app.records import ProjectRecord, lead_change, lead_removal
 from app.settings import settings
 from app.topology import lead_changes_topic
 from core.identity import AbsorbedEvent, absorb_events, fill_traits, with_aliases
-from core.lead import LeadSummary, NewEvent, lead_view, score_events, summary_from_facts
-from core.scoring import VELOCITY_WINDOW_US
-from tables.codec import Alias
+from core.lead import (
+    HistoryRow,
+    LeadSummary,
+    NewEvent,
+    lead_view,
+    score_events,
+    summary_from_facts,
+)
+from core.scoring import VELOCITY_WINDOW_US, step
+from tables.codec import Alias, Source
 from tables.leads import lead_store
 
-__all__ = ["handle_command"]
+__all__ = ["COMMANDS_SOURCE", "Command", "handle_command", "history_rows", "mark_applied"]
 
 log = logging.getLogger(__name__)
 ABSORB_CHUNK = 500
+REBUILD_ROWS_PER_CHANGE = 1_000
+COMMANDS_SOURCE = 1  # index of lead-commands in LeadSummary.applied
 
 
-async def _emit(
-    key: bytes,
-    summary: LeadSummary,
-    project: ProjectRecord,
-    partition: int,
-    now: int,
-    rows: Any = (),
-) -> None:
-    recent = lead_store.count_in_window(key, partition, now - VELOCITY_WINDOW_US, now)
-    view = lead_view(summary, now, project.scoring, recent)
+@dataclass(frozen=True)
+class Command:
+    key: bytes
+    body: dict[str, Any]
+    project: ProjectRecord
+    partition: int
+    offset: int
+    now: int
+
+    @property
+    def source(self) -> Source:
+        return (COMMANDS_SOURCE, self.offset)
+
+
+def mark_applied(summary: LeadSummary, source: Source) -> LeadSummary:
+    applied = list(summary.applied)
+    applied[source[0]] = max(applied[source[0]], source[1])
+    return replace(summary, applied=(applied[0], applied[1]))
+
+
+def _done(state: LeadSummary | Alias | None, source: Source) -> bool:
+    return state is not None and state.applied[source[0]] >= source[1]
+
+
+async def _emit(c: Command, summary: LeadSummary, rows: Any = ()) -> None:
+    recent = lead_store.count_in_window(c.key, c.partition, c.now - VELOCITY_WINDOW_US, c.now)
+    view = lead_view(summary, c.now, c.project.scoring, recent)
     await lead_changes_topic.send(
-        key=key, value=lead_change("upsert", view, rows, epoch=settings.app_version)
+        key=c.key, value=lead_change("upsert", view, rows, epoch=settings.app_version)
     )
 
 
-async def _promote(
-    key: bytes,
-    state: LeadSummary,
-    cmd: dict[str, Any],
-    project: ProjectRecord,
-    partition: int,
-    now: int,
-) -> None:
+async def _promote(c: Command, state: LeadSummary) -> None:
+    cmd = c.body
+    if _done(state, c.source):
+        await _emit(c, state)  # its LeadChange may be what the crash lost
+        return
     if state.email is not None and state.email != cmd["email"]:
-        log.warning("lead %r owns %r; ignoring promotion to %r", key, state.email, cmd["email"])
+        log.warning("lead %r owns %r; ignoring promotion to %r", c.key, state.email, cmd["email"])
         return
     promoted = fill_traits(
         replace(state, pending_email=None, email_claim=(cmd["timestamp"], cmd["eventId"])),
@@ -66,22 +91,19 @@ async def _promote(
         company=cmd.get("company"),
         overwrite=True,
     )
-    if promoted == state:
-        return
-    promoted = replace(promoted, version=state.version + 1)
-    lead_store.put_summary(key, promoted)
-    await _emit(key, promoted, project, partition, now)
+    promoted = mark_applied(replace(promoted, version=state.version + 1), c.source)
+    lead_store.put_summary(c.key, promoted)
+    await _emit(c, promoted)
 
 
-async def _send_absorb(
-    key: bytes, state: LeadSummary | None, cmd: dict[str, Any], partition: int
-) -> None:
+async def _send_absorb(c: Command, state: LeadSummary | None) -> None:
     """Ship every event of this lead to the owner, in chunks; the last one carries identity."""
+    cmd = c.body
     pid = cmd["projectId"]
-    lead_id = key.decode().split(":", 1)[1]
+    lead_id = c.key.decode().split(":", 1)[1]
     events = []
-    for fact in lead_store.all_facts(key, partition):
-        record = lead_store.event_record(key, fact.event_id)
+    for fact in lead_store.all_facts(c.key, c.partition):
+        record = lead_store.event_record(c.key, fact.event_id)
         events.append(
             [
                 fact.timestamp,
@@ -112,44 +134,44 @@ async def _send_absorb(
         await send_command(target, body)
 
 
-async def _merge(
-    key: bytes, state: LeadSummary | Alias | None, cmd: dict[str, Any], partition: int, now: int
-) -> None:
+async def _merge(c: Command, state: LeadSummary | Alias | None) -> None:
+    cmd = c.body
     if isinstance(state, LeadSummary) and state.email not in (None, cmd["email"]):
         # identified by another email: never merged away (SPEC 5)
-        log.warning("lead %r owns %r; not merged into %r", key, state.email, cmd["into"])
+        log.warning("lead %r owns %r; not merged into %r", c.key, state.email, cmd["into"])
         return
     if isinstance(state, Alias) and state.canonical != cmd["into"]:
         return  # already merged elsewhere; nothing of this lead is left to move
-    await _send_absorb(key, state if isinstance(state, LeadSummary) else None, cmd, partition)
+    # (again, if this record was applied before a crash: the owner deduplicates)
+    await _send_absorb(c, state if isinstance(state, LeadSummary) else None)
+    version = state.version + 1 if isinstance(state, LeadSummary) else state.version if state else 1
     if isinstance(state, LeadSummary):
-        lead_store.put_alias(key, cmd["into"])
-        await lead_changes_topic.send(
-            key=key,
-            value=lead_removal(
-                cmd["projectId"],
-                state.lead_id,
-                state.version + 1,
-                cmd["into"],
-                now,
-                epoch=settings.app_version,
-            ),
+        lead_store.put_alias(
+            c.key, Alias(cmd["into"], mark_applied(state, c.source).applied, version)
         )
+    lead_id = c.key.decode().split(":", 1)[1]
+    await lead_changes_topic.send(
+        key=c.key,
+        value=lead_removal(
+            cmd["projectId"], lead_id, version, cmd["into"], c.now, epoch=settings.app_version
+        ),
+    )
 
 
-async def _absorb(
-    key: bytes,
-    state: LeadSummary | None,
-    cmd: dict[str, Any],
-    project: ProjectRecord,
-    partition: int,
-    now: int,
-) -> None:
-    summary = state or LeadSummary(project.projectId, key.decode().split(":", 1)[1])
-    config = project.scoring
+async def _absorb(c: Command, state: LeadSummary | None) -> None:
+    cmd = c.body
+    summary = state or LeadSummary(c.project.projectId, c.key.decode().split(":", 1)[1])
+    if _done(state, c.source):
+        events = cmd["events"]
+        if events:  # re-emit what this record changed: rows from its earliest event on
+            ts, event_id = min((e[0], e[1]) for e in events)
+            await _emit(c, summary, history_rows(c.key, c.partition, ts, event_id, c.project))
+        return
     incoming: dict[str, AbsorbedEvent] = {}
     for ts, event_id, event_type, points, props in cmd["events"]:
-        if event_id not in incoming and not lead_store.has_event(key, event_id):
+        if event_id not in incoming and not lead_store.has_event(
+            c.key, event_id, unless_from=c.source
+        ):
             incoming[event_id] = AbsorbedEvent(NewEvent(ts, event_id, event_type, points), props)
     rows: Any = ()
     if incoming:
@@ -157,15 +179,20 @@ async def _absorb(
         applied = absorb_events(
             summary,
             list(incoming.values()),
-            config,
-            predecessor=lead_store.predecessor(key, partition, *earliest),
-            successors=list(lead_store.facts_from(key, partition, *earliest)),
+            c.project.scoring,
+            predecessor=lead_store.predecessor(c.key, c.partition, *earliest),
+            # a redo may find some of its own facts written already: they are not successors
+            successors=[
+                f
+                for f in lead_store.facts_from(c.key, c.partition, *earliest)
+                if f.event_id not in incoming
+            ],
         )
         for absorbed in incoming.values():
             e = absorbed.event
-            lead_store.record_event(key, e.event_id, e.timestamp, absorbed.properties)
+            lead_store.record_event(c.key, e.event_id, e.timestamp, absorbed.properties, c.source)
         for fact in applied.facts:
-            lead_store.put_fact(key, fact)
+            lead_store.put_fact(c.key, fact)
         summary, rows = applied.summary, applied.rows
     if "aliases" in cmd:
         summary = with_aliases(summary, cmd["aliases"])
@@ -174,28 +201,48 @@ async def _absorb(
         return
     if not incoming:
         summary = replace(summary, version=summary.version + 1)
-    lead_store.put_summary(key, summary)
-    await _emit(key, summary, project, partition, now, rows)
+    summary = mark_applied(summary, c.source)
+    lead_store.put_summary(c.key, summary)
+    await _emit(c, summary, rows)
 
 
-REBUILD_ROWS_PER_CHANGE = 1_000
+def history_rows(
+    key: bytes, partition: int, timestamp: int, event_id: str, project: ProjectRecord
+) -> list[HistoryRow]:
+    """History rows (with properties) from (timestamp, eventId) on, as stored: what a record
+    emitted, for re-emitting it after a crash."""
+    out = []
+    previous = lead_store.predecessor(key, partition, timestamp, event_id)
+    for fact in lead_store.facts_from(key, partition, timestamp, event_id):
+        if previous is None:
+            before = 0.0
+        else:
+            before, _ = step(
+                previous.score_after, fact.timestamp - previous.timestamp, 0, project.scoring
+            )
+        record = lead_store.event_record(key, fact.event_id)
+        out.append(
+            HistoryRow(
+                fact.event_id,
+                fact.event_type,
+                fact.timestamp,
+                fact.points,
+                before,
+                fact.score_after,
+                (record[1] if record else None) or {},
+            )
+        )
+        previous = fact
+    return out
 
 
-async def _rebuild(
-    key: bytes,
-    state: LeadSummary,
-    project: ProjectRecord,
-    partition: int,
-    now: int,
-    *,
-    rescore: bool,
-) -> None:
+async def _rebuild(c: Command, key: bytes, state: LeadSummary, *, rescore: bool) -> None:
     """Recompute a lead from its stored facts; with `rescore`, under the project's current rules.
 
     Re-emits every history row (with its properties), so MongoDB is repaired as well.
     """
-    config = project.scoring
-    stored = list(lead_store.all_facts(key, partition))
+    config = c.project.scoring
+    stored = list(lead_store.all_facts(key, c.partition))
     events = [
         NewEvent(
             f.timestamp,
@@ -215,8 +262,8 @@ async def _rebuild(
     for row in rows:
         record = lead_store.event_record(key, row.event_id)
         full_rows.append(replace(row, properties=(record[1] if record else None) or {}))
-    recent = lead_store.count_in_window(key, partition, now - VELOCITY_WINDOW_US, now)
-    view = lead_view(rebuilt, now, config, recent)
+    recent = lead_store.count_in_window(key, c.partition, c.now - VELOCITY_WINDOW_US, c.now)
+    view = lead_view(rebuilt, c.now, config, recent)
     for start in range(0, max(1, len(full_rows)), REBUILD_ROWS_PER_CHANGE):
         chunk = full_rows[start : start + REBUILD_ROWS_PER_CHANGE]
         await lead_changes_topic.send(
@@ -224,37 +271,33 @@ async def _rebuild(
         )
 
 
-async def _rescore_project(project: ProjectRecord, partition: int, now: int) -> None:
-    for n, (key, state) in enumerate(lead_store.leads_of_project(project.projectId, partition)):
-        await _rebuild(key, state, project, partition, now, rescore=True)
+async def _rescore_project(c: Command) -> None:
+    leads = list(lead_store.leads_of_project(c.project.projectId, c.partition))
+    for n, (key, state) in enumerate(leads):
+        await _rebuild(c, key, state, rescore=True)
         if n % 100 == 99:
             await asyncio.sleep(0)
 
 
-async def handle_command(
-    key: bytes, cmd: dict[str, Any], project: ProjectRecord, partition: int, now: int
-) -> None:
-    state = lead_store.get(key)
-    kind = cmd.get("command")
+async def handle_command(c: Command) -> None:
+    kind = c.body.get("command")
     if kind == "rescore-project":
-        await _rescore_project(project, partition, now)
+        await _rescore_project(c)
         return
+    state = lead_store.get(c.key)
     if isinstance(state, Alias) and kind in ("promote", "absorb", "rebuild"):
         # defensive: identity never targets an alias; hand it to the lead that absorbed it
-        target = f"{project.projectId}:{state.canonical}".encode()
-        await send_command(target, cmd)
+        await send_command(f"{c.project.projectId}:{state.canonical}".encode(), c.body)
         return
     if kind == "promote" and isinstance(state, LeadSummary):
-        await _promote(key, state, cmd, project, partition, now)
+        await _promote(c, state)
     elif kind == "merge":
-        await _merge(key, state, cmd, partition, now)
+        await _merge(c, state)
     elif kind == "rebuild" and isinstance(state, LeadSummary):
-        await _rebuild(key, state, project, partition, now, rescore=bool(cmd.get("rescore")))
+        await _rebuild(c, c.key, state, rescore=bool(c.body.get("rescore")))
     elif kind == "rebuild":
-        log.warning("rebuild of unknown lead %r ignored", key)
+        log.warning("rebuild of unknown lead %r ignored", c.key)
     elif kind == "absorb":
-        await _absorb(
-            key, state if isinstance(state, LeadSummary) else None, cmd, project, partition, now
-        )
+        await _absorb(c, state if isinstance(state, LeadSummary) else None)
     else:
-        raise ValueError(f"unknown or misdirected command {kind!r} for {key!r}")
+        raise ValueError(f"unknown or misdirected command {kind!r} for {c.key!r}")

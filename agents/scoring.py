@@ -10,7 +10,13 @@ from typing import Any
 import orjson
 from faust.types import StreamT
 
-from agents.lead_commands import handle_command
+from agents.lead_commands import (
+    COMMANDS_SOURCE,
+    Command,
+    handle_command,
+    history_rows,
+    mark_applied,
+)
 from agents.outbox import forward_event, is_current, send_claim
 from app.clock import now_us
 from app.partitioning import partition_for
@@ -27,7 +33,7 @@ from core.events import Event, FieldError, InvalidEvent, validate_event
 from core.identity import normalize_email, note_anonymous_id
 from core.lead import LeadSummary, NewEvent, apply_event, lead_view
 from core.scoring import VELOCITY_WINDOW_US
-from tables.codec import Alias
+from tables.codec import Alias, Source
 from tables.leads import lead_store
 
 __all__ = ["dead_letter", "score_event", "scoring_agent"]
@@ -79,17 +85,20 @@ async def _decode(message: Any, data: Any) -> tuple[Event, ProjectRecord] | None
 
 
 def score_event(
-    decoded: Event, project: ProjectRecord, key: bytes, partition: int, now: int
+    decoded: Event, project: ProjectRecord, key: bytes, partition: int, now: int, source: Source
 ) -> tuple[bytes, dict[str, Any] | None] | None:
     """Apply one event to its lead's tables.
 
     Returns the LeadChange to emit and, for an `identify` that should claim its email, the
-    claim; None for a duplicate.
+    claim; None for a duplicate. A record the summary shows as applied (a crash lost only its
+    outputs) returns them again; one applied in part is redone.
     """
     store = lead_store
-    if store.has_event(key, decoded.event_id):
-        return None
     state = store.get(key)
+    if isinstance(state, LeadSummary) and state.applied[source[0]] >= source[1]:
+        return _outputs_again(decoded, project, key, partition, now, state)
+    if store.has_event(key, decoded.event_id, unless_from=source):
+        return None
     if isinstance(state, LeadSummary):
         summary = state
     else:
@@ -105,15 +114,18 @@ def score_event(
     if last is None or new.order > last:
         applied = apply_event(summary, new, config, properties=decoded.properties)
     else:
+        successors = store.facts_from(key, partition, new.timestamp, new.event_id)
         applied = apply_event(
             summary,
             new,
             config,
             properties=decoded.properties,
             predecessor=store.predecessor(key, partition, new.timestamp, new.event_id),
-            successors=store.facts_from(key, partition, new.timestamp, new.event_id),
+            # a redo may find its own fact, and successors rescored in part: walk them all
+            successors=[f for f in successors if f.event_id != new.event_id],
+            exhaustive=True,
         )
-    updated = note_anonymous_id(applied.summary, decoded.anonymous_id)
+    updated = mark_applied(note_anonymous_id(applied.summary, decoded.anonymous_id), source)
     claim: dict[str, Any] | None = None
     email = normalize_email((decoded.properties or {}).get("email"))
     # one claim at a time: the reply (promote or merge) decides what this lead becomes
@@ -124,23 +136,47 @@ def score_event(
         and (updated.pending_email is None)
     ):
         updated = replace(updated, pending_email=email)
-        props = decoded.properties or {}
-        claim = {
-            "projectId": decoded.project_id,
-            "email": email,
-            "claimant": updated.lead_id,
-            "eventId": decoded.event_id,
-            "timestamp": decoded.timestamp,
-            "name": props.get("name"),
-            "company": props.get("company"),
-        }
-    store.record_event(key, decoded.event_id, decoded.timestamp, decoded.properties)
+        claim = _claim(decoded, updated, email)
+    store.record_event(key, decoded.event_id, decoded.timestamp, decoded.properties, source)
     for fact in applied.facts:
         store.put_fact(key, fact)
     store.put_summary(key, updated)
     recent = store.count_in_window(key, partition, now - VELOCITY_WINDOW_US, now)
     view = lead_view(updated, now, config, recent)
     change = lead_change("upsert", view, applied.rows, epoch=settings.app_version)
+    return change, claim
+
+
+def _claim(decoded: Event, lead: LeadSummary, email: str) -> dict[str, Any]:
+    props = decoded.properties or {}
+    return {
+        "projectId": decoded.project_id,
+        "email": email,
+        "claimant": lead.lead_id,
+        "eventId": decoded.event_id,
+        "timestamp": decoded.timestamp,
+        "name": props.get("name"),
+        "company": props.get("company"),
+    }
+
+
+def _outputs_again(
+    decoded: Event,
+    project: ProjectRecord,
+    key: bytes,
+    partition: int,
+    now: int,
+    state: LeadSummary,
+) -> tuple[bytes, dict[str, Any] | None]:
+    """The LeadChange (rows from the event on) and claim an applied record emitted."""
+    rows = history_rows(key, partition, decoded.timestamp, decoded.event_id, project)
+    recent = lead_store.count_in_window(key, partition, now - VELOCITY_WINDOW_US, now)
+    view = lead_view(state, now, project.scoring, recent)
+    change = lead_change("upsert", view, rows, epoch=settings.app_version)
+    claim = None
+    email = normalize_email((decoded.properties or {}).get("email"))
+    if decoded.event_type == "identify" and email and state.pending_email == email:
+        claim = _claim(decoded, state, email)
     return change, claim
 
 
@@ -183,7 +219,9 @@ async def _process(message: Any, value: bytes) -> None:
             if owner is None:
                 await dead_letter(message, "command for an unknown project")
                 return
-            await handle_command(message.key, body, owner, message.partition, now_us())
+            await handle_command(
+                Command(message.key, body, owner, message.partition, message.offset, now_us())
+            )
             return
         decoded_project = await _decode(message, body.get("event"))
         if decoded_project is None:
@@ -194,7 +232,8 @@ async def _process(message: Any, value: bytes) -> None:
     if isinstance(state, Alias):
         await forward_event(f"{decoded.project_id}:{state.canonical}".encode(), decoded.to_wire())
         return
-    result = score_event(decoded, project, key, message.partition, now_us())
+    source = (0 if message.topic == EVENTS_TOPIC else COMMANDS_SOURCE, message.offset)
+    result = score_event(decoded, project, key, message.partition, now_us(), source)
     if result is not None:
         change, claim = result
         await lead_changes_topic.send(key=key, value=change)

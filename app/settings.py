@@ -49,6 +49,9 @@ class Settings:
     """LEADSCORE_SINK_BATCH: most lead changes written to MongoDB in one bulk write."""
     sink_batch_seconds: float
     """LEADSCORE_SINK_WITHIN: longest wait to fill a sink batch."""
+    session_timeout: float
+    """LEADSCORE_SESSION_TIMEOUT: seconds before the group gives a silent (crashed) worker's
+    partitions to the others; lower means faster failover and more false alarms."""
     fixed_now: str
     """LEADSCORE_NOW: an ISO-8601 instant the worker uses as "now" instead of its clock (tests
     only: decay and the 24-hour window are evaluated at it). Empty: the wall clock."""
@@ -75,6 +78,7 @@ class Settings:
             sweep_interval=float(_env("LEADSCORE_SWEEP_INTERVAL", "3600")),
             sink_batch_size=int(_env("LEADSCORE_SINK_BATCH", "1000")),
             sink_batch_seconds=float(_env("LEADSCORE_SINK_WITHIN", "0.2")),
+            session_timeout=float(_env("LEADSCORE_SESSION_TIMEOUT", "30")),
             fixed_now=_env("LEADSCORE_NOW", ""),
             sink_enabled=_env("LEADSCORE_SINK", "on").lower() not in ("off", "0", "false", "no"),
         )

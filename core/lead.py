@@ -91,6 +91,9 @@ class LeadSummary:
     aliases: tuple[str, ...] = field(default_factory=tuple)
     pending_email: str | None = None  # claimed, awaiting the identity agent's reply
     email_claim: tuple[int, str] | None = None  # (timestamp, eventId) of the owning identify
+    # highest source offset applied, per source (events, lead-commands) of the lead's partition:
+    # a record at or below it was fully applied before a crash and only its outputs are redone
+    applied: tuple[int, int] = (-1, -1)
     anonymous_ids: tuple[str, ...] = field(default_factory=tuple)
 
     @property
@@ -132,6 +135,7 @@ def apply_event(
     properties: Mapping[str, Any] | None = None,
     predecessor: EventFact | None = None,
     successors: Iterable[EventFact] = (),
+    exhaustive: bool = False,
 ) -> Applied:
     """Add one distinct event to a lead.
 
@@ -141,7 +145,7 @@ def apply_event(
     last = summary.last_order
     if last is None or event.order > last:
         return _append(summary, event, config, properties)
-    return _insert(summary, event, config, properties, predecessor, successors)
+    return _insert(summary, event, config, properties, predecessor, successors, exhaustive)
 
 
 def _append(
@@ -186,6 +190,7 @@ def _insert(
     properties: Mapping[str, Any] | None,
     predecessor: EventFact | None,
     successors: Iterable[EventFact],
+    exhaustive: bool = False,
 ) -> Applied:
     if predecessor is None:
         before, after = 0.0, max(0.0, float(event.points))
@@ -219,7 +224,7 @@ def _insert(
         rows.append(
             HistoryRow(fact.event_id, fact.event_type, fact.timestamp, fact.points, before, after)
         )
-        if unchanged_from_here:
+        if unchanged_from_here and not exhaustive:
             break  # same scoreAfter: every later link is as stored
     else:
         end_score = previous.score_after

@@ -58,26 +58,37 @@ def event_id_key(table_key: bytes, event_id: str) -> bytes:
     return lead_prefix(table_key) + event_id.encode()
 
 
-def encode_event_record(timestamp: int, properties: Any) -> bytes:
-    """The dedup entry: when the event happened and its properties (written once)."""
-    return orjson.dumps([timestamp, properties])
+Source = tuple[int, int]  # (0 = events / 1 = lead-commands, offset) of the record that wrote it
 
 
-def decode_event_record(value: bytes) -> tuple[int, Any]:
-    ts, properties = orjson.loads(value)
-    return int(ts), properties
+def encode_event_record(timestamp: int, properties: Any, source: Source | None) -> bytes:
+    """The dedup entry: when the event happened, its properties, and the record that added it
+    (written once; a record reprocessed after a crash recognises its own entries)."""
+    return orjson.dumps([timestamp, properties, list(source) if source else None])
+
+
+def decode_event_record(value: bytes) -> tuple[int, Any, Source | None]:
+    ts, properties, source = orjson.loads(value)
+    return int(ts), properties, (int(source[0]), int(source[1])) if source else None
 
 
 class Alias:
     """A key merged into another lead: events sent with it count for `canonical`."""
 
-    __slots__ = ("canonical",)
+    __slots__ = ("applied", "canonical", "version")
 
-    def __init__(self, canonical: str) -> None:
+    def __init__(
+        self, canonical: str, applied: tuple[int, int] = (-1, -1), version: int = 0
+    ) -> None:
         self.canonical = canonical
+        self.applied = applied
+        self.version = version  # of the merged lead's tombstone
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Alias) and other.canonical == self.canonical
+        return isinstance(other, Alias) and (other.canonical, other.applied) == (
+            self.canonical,
+            self.applied,
+        )
 
     def __repr__(self) -> str:
         return f"Alias({self.canonical!r})"
@@ -102,18 +113,19 @@ def encode_summary(s: LeadSummary) -> bytes:
             s.pending_email,
             list(s.anonymous_ids),
             list(s.email_claim) if s.email_claim else None,
+            list(s.applied),
         ]
     )
 
 
-def encode_alias(canonical: str) -> bytes:
-    return orjson.dumps([_ALIAS, canonical])
+def encode_alias(alias: Alias) -> bytes:
+    return orjson.dumps([_ALIAS, alias.canonical, list(alias.applied), alias.version])
 
 
 def decode_lead(value: bytes) -> LeadSummary | Alias:
     data = orjson.loads(value)
     if data[0] == _ALIAS:
-        return Alias(data[1])
+        return Alias(data[1], (int(data[2][0]), int(data[2][1])), int(data[3]))
     (
         _,
         pid,
@@ -131,6 +143,7 @@ def decode_lead(value: bytes) -> LeadSummary | Alias:
         pending_email,
         anonymous_ids,
         email_claim,
+        applied,
     ) = data
     return LeadSummary(
         project_id=pid,
@@ -148,4 +161,5 @@ def decode_lead(value: bytes) -> LeadSummary | Alias:
         pending_email=pending_email,
         anonymous_ids=tuple(anonymous_ids),
         email_claim=(int(email_claim[0]), email_claim[1]) if email_claim else None,
+        applied=(int(applied[0]), int(applied[1])),
     )

@@ -1,16 +1,18 @@
-"""The scoring tables and `LeadStore`, the one place that knows how a lead is laid out in them.
+"""The scoring table and `LeadStore`, the one place that knows how a lead is laid out in it.
 
-Three changelog-backed RocksDB tables, all co-partitioned with the events topic (they are written
-only from the scoring stream, so each write lands on the changelog partition of the event's
-partition):
+One changelog-backed RocksDB table, `lead-state`, co-partitioned with the events topic (written
+only from the scoring stream, so each write lands on the changelog partition of the record's
+partition), with three kinds of key:
 
-- `leads`:      table key -> `LeadSummary` (fixed size) or `Alias` (merged-away key)
-- `lead-facts`: lead prefix + timestamp + eventId -> `EventFact` (one small row per event)
-- `event-ids`:  lead prefix + eventId -> (timestamp, properties): dedup, written once per event
+- ``S`` + lead key                         -> `LeadSummary` (fixed size) or `Alias`
+- ``F`` + lead prefix + timestamp + eventId -> `EventFact` (one small row per event)
+- ``E`` + lead prefix + eventId            -> (timestamp, properties, source): dedup
 
 so the bytes written per in-order event do not depend on how many events the lead already has.
-Keys are raw bytes (`key_type=bytes`), so the `leads` table hashes a key exactly like the events
-topic does and `table_route` finds the owner.
+One table means one changelog partition per lead, written in order: a worker killed mid-record
+has delivered a *prefix* of that record's writes. The summary is written last and carries the
+source offset it has applied, so a record reprocessed after a crash is recognised as fully
+applied (redo only its outputs) or partly applied (redo it).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from app.settings import settings
 from core.lead import EventFact, LeadSummary
 from tables.codec import (
     Alias,
+    Source,
     decode_event_record,
     decode_fact,
     decode_lead,
@@ -37,71 +40,80 @@ from tables.codec import (
     lead_prefix,
 )
 
-__all__ = ["LeadStore", "event_ids_table", "facts_table", "lead_store", "leads_table"]
+__all__ = ["LeadStore", "lead_store", "leads_table", "owned_leads"]
 
 _ROCKSDB_OPTIONS = {
-    "block_cache_size": 16 * 1024 * 1024,
-    "write_buffer_size": 8 * 1024 * 1024,
+    "block_cache_size": 32 * 1024 * 1024,
+    "write_buffer_size": 16 * 1024 * 1024,
     "max_write_buffer_number": 2,
 }
+_SUMMARY, _FACT, _EVENT = b"S", b"F", b"E"
 
-
-def _table(name: str, help_text: str) -> TableT:
-    return app.Table(
-        name,
-        key_type=bytes,
-        value_type=bytes,
-        partitions=settings.partitions,
-        options=_ROCKSDB_OPTIONS,
-        help=help_text,
-    )
-
-
-leads_table = _table("leads", "lead key -> LeadSummary or Alias")
-facts_table = _table("lead-facts", "lead + timestamp + eventId -> EventFact")
-event_ids_table = _table("event-ids", "lead + eventId -> (timestamp, properties)")
+leads_table = app.Table(
+    "lead-state",
+    key_type=bytes,
+    value_type=bytes,
+    partitions=settings.partitions,
+    options=_ROCKSDB_OPTIONS,
+    help="S+lead -> summary|alias, F+lead+ts+eventId -> fact, E+lead+eventId -> dedup",
+)
 
 
 class LeadStore:
     """Reads and writes of one lead's state; writes must happen inside the scoring stream."""
 
-    def __init__(self, leads: TableT, facts: TableT, event_ids: TableT) -> None:
-        self.leads = leads
-        self.facts = facts
-        self.event_ids = event_ids
+    def __init__(self, table: TableT) -> None:
+        self.table = table
 
     # -- summary / alias ---------------------------------------------------------------------
     def get(self, key: bytes) -> LeadSummary | Alias | None:
-        raw = self.leads.get(key)
+        raw = self.table.get(_SUMMARY + key)
         return None if raw is None else decode_lead(raw)
 
     def put_summary(self, key: bytes, summary: LeadSummary) -> None:
-        self.leads[key] = encode_summary(summary)
+        """Written last for a record: it marks the record as fully applied."""
+        self.table[_SUMMARY + key] = encode_summary(summary)
 
-    def put_alias(self, key: bytes, canonical: str) -> None:
-        self.leads[key] = encode_alias(canonical)
+    def put_alias(self, key: bytes, alias: Alias) -> None:
+        self.table[_SUMMARY + key] = encode_alias(alias)
 
     # -- dedup -------------------------------------------------------------------------------
-    def has_event(self, key: bytes, event_id: str) -> bool:
-        return self.event_ids.get(event_id_key(key, event_id)) is not None
+    def event_source(self, key: bytes, event_id: str) -> tuple[bool, Source | None]:
+        """(known, the record that added it)."""
+        raw = self.table.get(_EVENT + event_id_key(key, event_id))
+        if raw is None:
+            return False, None
+        return True, decode_event_record(raw)[2]
+
+    def has_event(self, key: bytes, event_id: str, *, unless_from: Source | None = None) -> bool:
+        """Known, except when added by `unless_from` (that record is being redone)."""
+        known, source = self.event_source(key, event_id)
+        return known and (unless_from is None or source != unless_from)
 
     def event_record(self, key: bytes, event_id: str) -> tuple[int, Any] | None:
-        raw = self.event_ids.get(event_id_key(key, event_id))
-        return None if raw is None else decode_event_record(raw)
+        raw = self.table.get(_EVENT + event_id_key(key, event_id))
+        if raw is None:
+            return None
+        ts, properties, _ = decode_event_record(raw)
+        return ts, properties
 
-    def record_event(self, key: bytes, event_id: str, timestamp: int, properties: Any) -> None:
-        self.event_ids[event_id_key(key, event_id)] = encode_event_record(timestamp, properties)
+    def record_event(
+        self, key: bytes, event_id: str, timestamp: int, properties: Any, source: Source | None
+    ) -> None:
+        self.table[_EVENT + event_id_key(key, event_id)] = encode_event_record(
+            timestamp, properties, source
+        )
 
     # -- ordered facts -----------------------------------------------------------------------
     def put_fact(self, key: bytes, fact: EventFact) -> None:
-        self.facts[fact_key(key, fact.timestamp, fact.event_id)] = encode_fact(fact)
+        self.table[_FACT + fact_key(key, fact.timestamp, fact.event_id)] = encode_fact(fact)
 
     def predecessor(
         self, key: bytes, partition: int, timestamp: int, event_id: str
     ) -> EventFact | None:
         """The fact just before (timestamp, eventId), which itself is not stored yet."""
-        prefix = lead_prefix(key)
-        target = fact_key(key, timestamp, event_id)
+        prefix = _FACT + lead_prefix(key)
+        target = _FACT + fact_key(key, timestamp, event_id)
         for k, v in self._scan(partition, target, backwards=True):
             if not k.startswith(prefix):
                 return None
@@ -113,14 +125,14 @@ class LeadStore:
         self, key: bytes, partition: int, timestamp: int, event_id: str = ""
     ) -> Iterator[EventFact]:
         """Facts at or after (timestamp, eventId), in chain order."""
-        prefix = lead_prefix(key)
-        for k, v in self._scan(partition, fact_key(key, timestamp, event_id)):
+        prefix = _FACT + lead_prefix(key)
+        for k, v in self._scan(partition, _FACT + fact_key(key, timestamp, event_id)):
             if not k.startswith(prefix):
                 return
             yield decode_fact(k, v, len(prefix))
 
     def all_facts(self, key: bytes, partition: int) -> Iterator[EventFact]:
-        prefix = lead_prefix(key)
+        prefix = _FACT + lead_prefix(key)
         for k, v in self._scan(partition, prefix):
             if not k.startswith(prefix):
                 return
@@ -139,35 +151,35 @@ class LeadStore:
         self, project_id: str, partition: int
     ) -> Iterator[tuple[bytes, LeadSummary]]:
         """Canonical leads of one project in one partition (keys start with "{projectId}:")."""
-        prefix = f"{project_id}:".encode()
-        data: Any = self.leads.data
-        db_for_partition = getattr(data, "_db_for_partition", None)
-        items = (
-            db_for_partition(partition).items(from_key=prefix)
-            if db_for_partition is not None
-            else sorted((k, v) for k, v in data.data.items() if k >= prefix)
-        )
-        for key, raw in items:
-            if not key.startswith(prefix):
-                return
-            state = decode_lead(raw)
+        for key, state in self.states_of_project(project_id, partition):
             if isinstance(state, LeadSummary):
                 yield key, state
 
-    def aliases_of_project(self, project_id: str, partition: int) -> Iterator[tuple[str, Alias]]:
-        prefix = f"{project_id}:".encode()
-        data: Any = self.leads.data
-        for key, raw in data._db_for_partition(partition).items(from_key=prefix):
+    def states_of_project(
+        self, project_id: str, partition: int
+    ) -> Iterator[tuple[bytes, LeadSummary | Alias]]:
+        """Summaries and aliases of one project in one partition, with their lead keys."""
+        prefix = _SUMMARY + f"{project_id}:".encode()
+        for key, raw in self._scan(partition, prefix):
             if not key.startswith(prefix):
                 return
-            state = decode_lead(raw)
+            yield key[1:], decode_lead(raw)
+
+    def states(self, partition: int) -> Iterator[tuple[bytes, LeadSummary | Alias]]:
+        for key, raw in self._scan(partition, _SUMMARY):
+            if not key.startswith(_SUMMARY):
+                return
+            yield key[1:], decode_lead(raw)
+
+    def aliases_of_project(self, project_id: str, partition: int) -> Iterator[tuple[str, Alias]]:
+        for key, state in self.states_of_project(project_id, partition):
             if isinstance(state, Alias):
                 yield key.decode(), state
 
     def _scan(
         self, partition: int, start: bytes, *, backwards: bool = False
     ) -> Iterator[tuple[bytes, bytes]]:
-        store: Any = self.facts.data
+        store: Any = self.table.data
         db_for_partition = getattr(store, "_db_for_partition", None)
         if db_for_partition is not None:  # rocksdb:// — a real range scan
             yield from db_for_partition(partition).items(from_key=start, backwards=backwards)
@@ -179,20 +191,14 @@ class LeadStore:
                 yield k, store.data[k]
 
 
-lead_store = LeadStore(leads_table, facts_table, event_ids_table)
+lead_store = LeadStore(leads_table)
 
 
 def owned_leads(store: LeadStore = lead_store) -> Iterator[tuple[int, bytes, LeadSummary]]:
     """Every canonical lead of the partitions this worker actively owns (for the decay sweep)."""
-    actives = app.assignor.assigned_actives()
-    topic = store.leads.changelog_topic.get_topic_name()
-    data: Any = store.leads.data
-    for tp in sorted(actives):
-        if tp.topic != topic:
-            continue
-        for key, raw in data._db_for_partition(tp.partition).items():
-            if key == data.offset_key:
-                continue
-            state = decode_lead(raw)
-            if isinstance(state, LeadSummary):
-                yield tp.partition, key, state
+    topic = store.table.changelog_topic.get_topic_name()
+    for tp in sorted(app.assignor.assigned_actives()):
+        if tp.topic == topic:
+            for key, state in store.states(tp.partition):
+                if isinstance(state, LeadSummary):
+                    yield tp.partition, key, state
