@@ -13,8 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from core.config import ScoringConfig
-from core.lead import Applied, EventFact, HistoryRow, LeadSummary, NewEvent
-from core.scoring import step
+from core.lead import Applied, EventFact, LeadSummary, NewEvent, rechain
 
 __all__ = [
     "MAX_ANONYMOUS_IDS",
@@ -112,30 +111,11 @@ def absorb_events(
     chain: list[NewEvent] = [a.event for a in incoming]
     chain += [NewEvent(f.timestamp, f.event_id, f.event_type, f.points) for f in successors]
     chain.sort(key=lambda e: e.order)
-    previous = predecessor
-    facts: list[EventFact] = []
-    rows: list[HistoryRow] = []
-    for event in chain:
-        if previous is None:
-            before, after = 0.0, max(0.0, float(event.points))
-        else:
-            before, after = step(
-                previous.score_after, event.timestamp - previous.timestamp, event.points, config
-            )
-        previous = EventFact(event.timestamp, event.event_id, event.event_type, event.points, after)
-        facts.append(previous)
-        is_new = event.event_id in new_ids
-        rows.append(
-            HistoryRow(
-                event.event_id,
-                event.event_type,
-                event.timestamp,
-                event.points,
-                before,
-                after,
-                (props[event.event_id] or {}) if is_new else None,
-            )
-        )
+    facts, plain_rows = rechain(chain, config, predecessor)
+    rows = [
+        replace(row, properties=props[row.event_id] or {}) if row.event_id in new_ids else row
+        for row in plain_rows
+    ]
     last = facts[-1]
     first = min(incoming, key=lambda a: a.event.order).event.timestamp
     known_first = summary.first_timestamp

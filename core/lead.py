@@ -27,6 +27,7 @@ __all__ = [
     "apply_event",
     "current_score",
     "lead_view",
+    "rechain",
     "score_events",
 ]
 
@@ -246,10 +247,17 @@ def score_events(
     distinct: dict[str, NewEvent] = {}
     for event in events:
         distinct.setdefault(event.event_id, event)
+    return rechain(sorted(distinct.values(), key=lambda e: e.order), config)
+
+
+def rechain(
+    ordered: Iterable[NewEvent], config: ScoringConfig, previous: EventFact | None = None
+) -> tuple[list[EventFact], list[HistoryRow]]:
+    """The chain of SPEC 3 over events already in (timestamp, eventId) order, continuing from
+    `previous` (the fact before the first of them, if any)."""
     facts: list[EventFact] = []
     rows: list[HistoryRow] = []
-    previous: EventFact | None = None
-    for event in sorted(distinct.values(), key=lambda e: e.order):
+    for event in ordered:
         if previous is None:
             before, after = 0.0, max(0.0, float(event.points))
         else:
