@@ -1,8 +1,9 @@
 """The identity agent: one owner per email, decided on the email's own partition (SPEC 5).
 
 Claims arrive keyed by "{projectId}:{email}", so every claim for one email is handled in order
-by one agent. The claim with the earliest identify (timestamp, eventId) owns the email
-(promote); every other claimant is merged into it — whatever order the claims arrive in.
+by one agent. The claim whose identify entered the log first (its record's Kafka timestamp, then
+eventId) owns the email (promote) — the "first claimant" of SPEC 5 — and every other claimant is
+merged into it, whatever order the claims reach this agent in; a replay ranks them the same.
 Replies go to the claimant's partition through lead-commands; all are idempotent, so a claim
 processed twice after a crash gives the same answer.
 """

@@ -136,20 +136,39 @@ async def _send_absorb(c: Command, state: LeadSummary | None) -> None:
 
 async def _merge(c: Command, state: LeadSummary | Alias | None) -> None:
     cmd = c.body
-    if isinstance(state, LeadSummary) and state.email not in (None, cmd["email"]):
+    if isinstance(state, LeadSummary) and state.email not in (None, cmd.get("email")):
         # identified by another email: never merged away (SPEC 5)
         log.warning("lead %r owns %r; not merged into %r", c.key, state.email, cmd["into"])
         return
     if isinstance(state, Alias) and state.canonical != cmd["into"]:
         return  # already merged elsewhere; nothing of this lead is left to move
+    if c.key.decode().split(":", 1)[1] == cmd["into"]:
+        return
     # (again, if this record was applied before a crash: the owner deduplicates)
     await _send_absorb(c, state if isinstance(state, LeadSummary) else None)
-    version = state.version + 1 if isinstance(state, LeadSummary) else state.version if state else 1
+    lead_id = c.key.decode().split(":", 1)[1]
     if isinstance(state, LeadSummary):
+        version = state.version + 1
         lead_store.put_alias(
             c.key, Alias(cmd["into"], mark_applied(state, c.source).applied, version)
         )
-    lead_id = c.key.decode().split(":", 1)[1]
+        # SPEC 5: the lead's anonymousIds become aliases of the owner too
+        for anonymous_id in state.anonymous_ids:
+            if anonymous_id != cmd["into"]:
+                await send_command(
+                    f"{cmd['projectId']}:{anonymous_id}".encode(),
+                    {
+                        "command": "merge",
+                        "projectId": cmd["projectId"],
+                        "into": cmd["into"],
+                        "email": None,
+                    },
+                )
+    elif state is None:  # a key seen only as an anonymousId: it just becomes an alias
+        lead_store.put_alias(c.key, Alias(cmd["into"], (-1, c.offset), 0))
+        return
+    else:
+        version = state.version
     await lead_changes_topic.send(
         key=c.key,
         value=lead_removal(

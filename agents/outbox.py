@@ -26,9 +26,12 @@ async def send_command(key: bytes, body: dict[str, Any], partition: int | None =
     )
 
 
-async def forward_event(key: bytes, wire_event: bytes) -> None:
-    """Hand an event to the partition owning `key` (misrouted record, or an alias's event)."""
-    await send_command(key, {"command": "event", "event": orjson.Fragment(wire_event)})
+async def forward_event(key: bytes, wire_event: bytes, logged_at: int) -> None:
+    """Hand an event to the partition owning `key` (misrouted record, or an alias's event),
+    with the time its record entered the log (identity ranks claims by it)."""
+    await send_command(
+        key, {"command": "event", "event": orjson.Fragment(wire_event), "loggedAt": logged_at}
+    )
 
 
 async def send_claim(project_id: str, email: str, claim: dict[str, Any]) -> None:

@@ -85,7 +85,13 @@ async def _decode(message: Any, data: Any) -> tuple[Event, ProjectRecord] | None
 
 
 def score_event(
-    decoded: Event, project: ProjectRecord, key: bytes, partition: int, now: int, source: Source
+    decoded: Event,
+    project: ProjectRecord,
+    key: bytes,
+    partition: int,
+    now: int,
+    source: Source,
+    logged_at: int,
 ) -> tuple[bytes, dict[str, Any] | None] | None:
     """Apply one event to its lead's tables.
 
@@ -96,7 +102,7 @@ def score_event(
     store = lead_store
     state = store.get(key)
     if isinstance(state, LeadSummary) and state.applied[source[0]] >= source[1]:
-        return _outputs_again(decoded, project, key, partition, now, state)
+        return _outputs_again(decoded, project, key, partition, now, state, logged_at)
     if store.has_event(key, decoded.event_id, unless_from=source):
         return None
     if isinstance(state, LeadSummary):
@@ -136,7 +142,7 @@ def score_event(
         and (updated.pending_email is None)
     ):
         updated = replace(updated, pending_email=email)
-        claim = _claim(decoded, updated, email)
+        claim = _claim(decoded, updated, email, logged_at)
     store.record_event(key, decoded.event_id, decoded.timestamp, decoded.properties, source)
     for fact in applied.facts:
         store.put_fact(key, fact)
@@ -147,14 +153,16 @@ def score_event(
     return change, claim
 
 
-def _claim(decoded: Event, lead: LeadSummary, email: str) -> dict[str, Any]:
+def _claim(decoded: Event, lead: LeadSummary, email: str, logged_at: int) -> dict[str, Any]:
+    """A claim, ranked by when the identify entered the log (its record's Kafka timestamp):
+    the first to claim an email owns it (SPEC 5), and a replay ranks it the same way."""
     props = decoded.properties or {}
     return {
         "projectId": decoded.project_id,
         "email": email,
         "claimant": lead.lead_id,
         "eventId": decoded.event_id,
-        "timestamp": decoded.timestamp,
+        "timestamp": logged_at,
         "name": props.get("name"),
         "company": props.get("company"),
     }
@@ -167,6 +175,7 @@ def _outputs_again(
     partition: int,
     now: int,
     state: LeadSummary,
+    logged_at: int,
 ) -> tuple[bytes, dict[str, Any] | None]:
     """The LeadChange (rows from the event on) and claim an applied record emitted."""
     rows = history_rows(key, partition, decoded.timestamp, decoded.event_id, project)
@@ -176,7 +185,7 @@ def _outputs_again(
     claim = None
     email = normalize_email((decoded.properties or {}).get("email"))
     if decoded.event_type == "identify" and email and state.pending_email == email:
-        claim = _claim(decoded, state, email)
+        claim = _claim(decoded, state, email, logged_at)
     return change, claim
 
 
@@ -201,6 +210,7 @@ async def _process(message: Any, value: bytes) -> None:
     except orjson.JSONDecodeError as exc:
         await dead_letter(message, f"invalid JSON: {exc}")
         return
+    logged_at = round(message.timestamp * 1000) * 1000  # the record's Kafka timestamp, in µs
     if message.topic == EVENTS_TOPIC:
         decoded_project = await _decode(message, body)
         if decoded_project is None:
@@ -209,7 +219,7 @@ async def _process(message: Any, value: bytes) -> None:
         key = decoded.table_key.encode()
         if partition_for(key, settings.partitions) != message.partition:
             # Produced to the wrong partition: hand it to the partition that owns the lead.
-            await forward_event(key, decoded.to_wire())
+            await forward_event(key, decoded.to_wire(), logged_at)
             return
     else:  # lead-commands: the record key names the lead it is for
         if not is_current(body):
@@ -228,12 +238,15 @@ async def _process(message: Any, value: bytes) -> None:
             return
         decoded, project = decoded_project
         key = message.key
+        logged_at = int(body.get("loggedAt", logged_at))  # the original record's
     state = lead_store.get(key)
     if isinstance(state, Alias):
-        await forward_event(f"{decoded.project_id}:{state.canonical}".encode(), decoded.to_wire())
+        await forward_event(
+            f"{decoded.project_id}:{state.canonical}".encode(), decoded.to_wire(), logged_at
+        )
         return
     source = (0 if message.topic == EVENTS_TOPIC else COMMANDS_SOURCE, message.offset)
-    result = score_event(decoded, project, key, message.partition, now_us(), source)
+    result = score_event(decoded, project, key, message.partition, now_us(), source, logged_at)
     if result is not None:
         change, claim = result
         await lead_changes_topic.send(key=key, value=change)

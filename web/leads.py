@@ -36,6 +36,7 @@ LIVE = {"merged": {"$exists": False}}  # merged-away leads stay as tombstones; n
 
 
 ROUTED_HEADER = "X-Leadscore-Routed"
+MAX_ALIAS_HOPS = 8
 
 
 async def _route_to_owner(
@@ -83,7 +84,10 @@ class _OwnedLeadView(ApiView):
         if routed is not None:
             return routed
         state = lead_store.get(key)
-        if isinstance(state, Alias):  # merged: the canonical lead may live on another worker
+        hops = 0
+        while isinstance(state, Alias) and hops < MAX_ALIAS_HOPS:
+            # merged: follow the alias (a chain after a takeover) to the worker owning the next
+            hops += 1
             canonical = state.canonical
             key = f"{project.projectId}:{canonical}".encode()
             url = request.url.with_path(
