@@ -198,3 +198,254 @@ async def eventually(
         await asyncio.sleep(interval)
         value = await probe()
     return value
+
+
+# -- helpers of the pipeline tests (tests/integration/test_pipeline_*.py) --------------------
+
+from core.config import ScoringConfig, default_config  # noqa: E402
+from core.lead import HistoryRow, NewEvent, score_events  # noqa: E402
+from core.scoring import decay, in_velocity_window, report, stage_for, velocity_score  # noqa: E402
+from core.timeutil import (  # noqa: E402
+    US_PER_DAY,
+    US_PER_SECOND,
+    format_timestamp,
+    from_datetime,
+    parse_timestamp,
+)
+
+
+def now_us() -> int:
+    return time.time_ns() // 1_000
+
+
+def iso(us: int) -> str:
+    return format_timestamp(us)
+
+
+def safe_past(now: int, days: int, rng: Any) -> int:
+    """A whole-second timestamp `days` days and 1-23 h before `now`: the floor of its age in days
+    (so its decay and its 24 h window membership) stays the same for the next hour."""
+    offset = rng.randint(3_600, 23 * 3_600) * US_PER_SECOND
+    return (now // US_PER_SECOND) * US_PER_SECOND - days * US_PER_DAY - offset
+
+
+async def project_id_of(api: Api) -> str:
+    status, body = await api.get("/api/projects/current")
+    assert status == 200, body
+    return str(body["projectId"])
+
+
+@dataclass
+class ExpectedLead:
+    lead_id: str
+    rows: list[HistoryRow]
+    current_score: float  # rounded, at `now`
+    stage: str
+    events_last_24h: int
+
+    @property
+    def event_count(self) -> int:
+        return len(self.rows)
+
+    @property
+    def first(self) -> int:
+        return self.rows[0].timestamp
+
+    @property
+    def last(self) -> int:
+        return self.rows[-1].timestamp
+
+
+class Reference:
+    """SPEC 3/4 computed from scratch with `core.lead.score_events` over what a test sent.
+
+    `add` in log order: the first occurrence of an eventId of a lead wins. Points are fixed when
+    an event is added (the rules in force when it is scored), unless given.
+    """
+
+    def __init__(self, config: ScoringConfig | None = None) -> None:
+        self.config = config or default_config()
+        self.events: dict[str, dict[str, NewEvent]] = {}
+
+    def add(
+        self,
+        lead: str,
+        event_id: str,
+        event_type: str,
+        timestamp: int,
+        points: int | None = None,
+    ) -> None:
+        per_lead = self.events.setdefault(lead, {})
+        if event_id not in per_lead:
+            pts = self.config.points_for(event_type) if points is None else points
+            per_lead[event_id] = NewEvent(timestamp, event_id, event_type, pts)
+
+    def add_wire(self, event: dict[str, Any], points: int | None = None) -> None:
+        """Add an event in the JSON shape sent to the API (explicit eventId and timestamp)."""
+        lead = event.get("leadId") or event["anonymousId"]
+        event_type = event.get("eventType") or event["event"]
+        self.add(lead, event["eventId"], event_type, parse_timestamp(event["timestamp"]), points)
+
+    def expected(self, lead: str, now: int, config: ScoringConfig | None = None) -> ExpectedLead:
+        config = config or self.config
+        _, rows = score_events(self.events[lead].values(), config)
+        last = rows[-1]
+        gap = now - last.timestamp
+        current = decay(last.score_after, gap, config.grace_days, config.daily_rate)
+        return ExpectedLead(
+            lead_id=lead,
+            rows=rows,
+            current_score=report(current),
+            stage=stage_for(current, config.thresholds),
+            events_last_24h=sum(1 for r in rows if in_velocity_window(r.timestamp, now)),
+        )
+
+    def leads(self) -> list[str]:
+        return sorted(self.events)
+
+
+def _us(value: Any) -> int:
+    """A timestamp as microseconds: from a BSON datetime or an ISO string."""
+    return parse_timestamp(value) if isinstance(value, str) else from_datetime(value)
+
+
+def lead_mismatches(doc: dict[str, Any] | None, exp: ExpectedLead) -> list[str]:
+    """Differences between a lead (MongoDB doc or API body) and the reference; [] if none."""
+    if doc is None:
+        return [f"{exp.lead_id}: no lead"]
+    out: list[str] = []
+
+    def differ(name: str, got: Any, want: Any) -> None:
+        if got != want:
+            out.append(f"{exp.lead_id}.{name}: got {got!r}, want {want!r}")
+
+    differ("leadId", doc.get("leadId"), exp.lead_id)
+    differ("eventCount", doc.get("eventCount"), exp.event_count)
+    if doc.get("firstEventAt") is not None and doc.get("lastEventAt") is not None:
+        differ("firstEventAt", iso(_us(doc["firstEventAt"])), iso(exp.first))
+        differ("lastEventAt", iso(_us(doc["lastEventAt"])), iso(exp.last))
+    else:
+        out.append(f"{exp.lead_id}: no firstEventAt/lastEventAt in {doc!r}")
+    score = doc.get("currentScore")
+    if not isinstance(score, int | float) or abs(score - exp.current_score) > 0.01 + 1e-9:
+        out.append(f"{exp.lead_id}.currentScore: got {score!r}, want {exp.current_score!r}")
+    differ("leadStage", doc.get("leadStage"), exp.stage)
+    differ("eventsLast24h", doc.get("eventsLast24h"), exp.events_last_24h)
+    differ("velocityScore", doc.get("velocityScore"), velocity_score(exp.events_last_24h))
+    return out
+
+
+def history_mismatches(rows: list[dict[str, Any]], exp: ExpectedLead) -> list[str]:
+    """Differences between history rows (MongoDB or timeline API, in order) and the reference."""
+    got_ids = [r.get("eventId") for r in rows]
+    want_ids = [r.event_id for r in exp.rows]
+    if got_ids != want_ids:
+        return [f"{exp.lead_id}: history eventIds {got_ids!r}, want {want_ids!r}"]
+    out: list[str] = []
+    for got, want in zip(rows, exp.rows, strict=True):
+        where = f"{exp.lead_id}/{want.event_id}"
+        if got.get("eventType") != want.event_type:
+            out.append(f"{where}.eventType: got {got.get('eventType')!r}, want {want.event_type!r}")
+        if got.get("points") != want.points:
+            out.append(f"{where}.points: got {got.get('points')!r}, want {want.points!r}")
+        if _us(got["timestamp"]) != want.timestamp:
+            out.append(f"{where}.timestamp: got {got['timestamp']!r}, want {iso(want.timestamp)}")
+        for name, value in (("scoreBefore", want.score_before), ("scoreAfter", want.score_after)):
+            g = got.get(name)
+            if not isinstance(g, int | float) or abs(g - value) > 1e-9:
+                out.append(f"{where}.{name}: got {g!r}, want {value!r}")
+    return out
+
+
+async def mongo_mismatches(
+    db: Any, project_id: str, ref: Reference, leads: list[str] | None = None
+) -> list[str]:
+    """Every difference between MongoDB (leads + score_history) and the reference at now."""
+    now = now_us()
+    out: list[str] = []
+    for lead in leads if leads is not None else ref.leads():
+        exp = ref.expected(lead, now)
+        doc = await db.leads.find_one({"projectId": project_id, "leadId": lead})
+        out += lead_mismatches(doc, exp)
+        rows = (
+            await db.score_history.find({"projectId": project_id, "leadId": lead})
+            .sort([("timestampUs", 1), ("eventId", 1)])
+            .to_list(None)
+        )
+        out += history_mismatches(rows, exp)
+    return out
+
+
+async def wait_mongo_matches(
+    db: Any, project_id: str, ref: Reference, timeout: float = 60.0
+) -> None:
+    """Poll until MongoDB agrees with the reference for every lead; fail listing the differences."""
+
+    async def probe() -> list[str]:
+        return await mongo_mismatches(db, project_id, ref)
+
+    await eventually(probe, lambda diffs: not diffs, timeout=timeout, interval=0.5)
+
+
+async def api_mismatches(api: Api, ref: Reference, leads: list[str] | None = None) -> list[str]:
+    """Every difference between `GET /api/leads/{id}` (table read) and the reference at now."""
+    out: list[str] = []
+    for lead in leads if leads is not None else ref.leads():
+        status, body = await api.get(f"/api/leads/{lead}")
+        exp = ref.expected(lead, now_us())
+        if status != 200:
+            out.append(f"{lead}: GET /api/leads -> {status} {body!r}")
+            continue
+        out += lead_mismatches(body, exp)
+    return out
+
+
+async def start_worker(deployment: Deployment, tmp: Path, name: str) -> WorkerProcess:
+    proc = WorkerProcess(deployment, tmp, name)
+    proc.start()
+    try:
+        await proc.wait_healthy()
+    except BaseException:
+        proc.kill()
+        raise
+    return proc
+
+
+async def restart_worker(proc: WorkerProcess, sig: int = signal.SIGTERM) -> None:
+    """Stop a worker with `sig` and start it again with the same data dir and port."""
+    proc.stop(sig)
+    proc.start()
+    await proc.wait_healthy()
+
+
+async def consume_all(
+    bootstrap_servers: str,
+    topic: str,
+    keep: Callable[[Any], bool],
+    until: Callable[[list[Any]], bool],
+    timeout: float = 30.0,
+) -> list[Any]:
+    """Read `topic` from the beginning (no consumer group) and collect the records `keep`
+    accepts, until `until(collected)` holds or `timeout` passes."""
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap_servers,
+        enable_auto_commit=False,
+        group_id=None,  # every partition, from the beginning
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    try:
+        deadline = time.monotonic() + timeout
+        found: list[Any] = []
+        while not until(found):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"not found on {topic} in {timeout}s; collected {found!r}")
+            batches = await consumer.getmany(timeout_ms=500)
+            for records in batches.values():
+                found.extend(r for r in records if keep(r))
+        return found
+    finally:
+        await consumer.stop()
