@@ -17,7 +17,6 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from mode import Service
-from pymongo import ReturnDocument
 
 from app.mongo import Mongo
 from app.records import ProjectRecord, ProjectSettings, RuleModel
@@ -142,33 +141,55 @@ class ProjectRegistry:
             createdAt=datetime.now(UTC).isoformat(),
         )
         await self._mongo.ensure_indexes()
-        await self._mongo.db.projects.insert_one(record.model_dump(mode="json"))
+        await self._mongo.db.projects.insert_one(record.to_mongo())
         await self._publish_latest(record.projectId)
         return record, api_key
 
     async def add_key(self, project_id: str) -> str:
         api_key = new_api_key()
-        await self._update(project_id, {"$push": {"keyHashes": hash_api_key(api_key)}})
+        await self._update(
+            project_id, lambda d: d.update(keyHashes=[*d["keyHashes"], hash_api_key(api_key)])
+        )
         return api_key
 
     async def put_rule(self, project_id: str, event_type: str, rule: RuleModel) -> ProjectRecord:
-        return await self._update(project_id, {"$set": {f"rules.{event_type}": rule.model_dump()}})
+        return await self._update(
+            project_id, lambda d: d["rules"].update({event_type: rule.model_dump()})
+        )
 
     async def delete_rule(self, project_id: str, event_type: str) -> ProjectRecord:
-        return await self._update(project_id, {"$unset": {f"rules.{event_type}": ""}})
+        return await self._update(project_id, lambda d: d["rules"].pop(event_type, None))
 
     async def put_settings(self, project_id: str, new: ProjectSettings) -> ProjectRecord:
-        return await self._update(project_id, {"$set": {"settings": new.model_dump(mode="json")}})
-
-    async def _update(self, project_id: str, change: dict[str, Any]) -> ProjectRecord:
-        change = {**change, "$inc": {"version": 1}}
-        doc = await self._mongo.db.projects.find_one_and_update(
-            {"projectId": project_id}, change, return_document=ReturnDocument.AFTER
+        return await self._update(
+            project_id, lambda d: d.update(settings=new.model_dump(mode="json"))
         )
-        if doc is None:
-            raise KeyError(project_id)
-        await self._publish_latest(project_id)
-        return ProjectRecord.model_validate(doc)
+
+    async def _update(
+        self, project_id: str, change: Callable[[dict[str, Any]], Any]
+    ) -> ProjectRecord:
+        """Read, change, write back if nobody else wrote meanwhile (optimistic; retried).
+
+        Not a `$set` on `rules.<eventType>`: event types may contain `.`, which MongoDB would
+        read as a path. Rules are stored as a list and changed whole.
+        """
+        projects = self._mongo.db.projects
+        for _ in range(50):
+            doc = await projects.find_one({"projectId": project_id})
+            if doc is None:
+                raise KeyError(project_id)
+            current = ProjectRecord.from_mongo(doc)
+            data = current.model_dump(mode="json")
+            change(data)
+            data["version"] = current.version + 1
+            updated = ProjectRecord.model_validate(data)
+            result = await projects.replace_one(
+                {"projectId": project_id, "version": current.version}, updated.to_mongo()
+            )
+            if result.matched_count == 1:
+                await self._publish_latest(project_id)
+                return updated
+        raise RuntimeError(f"project {project_id} kept changing under concurrent updates")
 
     async def _publish_latest(self, project_id: str) -> None:
         """Publish until the newest version is the last record (writers may interleave)."""
@@ -177,7 +198,7 @@ class ProjectRegistry:
             doc = await self._mongo.db.projects.find_one({"projectId": project_id})
             if doc is None:
                 raise KeyError(project_id)
-            record = ProjectRecord.model_validate(doc)
+            record = ProjectRecord.from_mongo(doc)
             if record.version <= published:
                 return
             await self._publish(project_id.encode(), record.to_wire())

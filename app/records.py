@@ -77,6 +77,24 @@ class ProjectRecord(BaseModel):
     def to_wire(self) -> bytes:
         return orjson.dumps(self.model_dump(mode="json"))
 
+    def to_mongo(self) -> dict[str, Any]:
+        """As stored: rules as a list, since event types may contain `.` (a path in MongoDB)."""
+        doc = self.model_dump(mode="json")
+        doc["rules"] = [{"eventType": t, **r} for t, r in sorted(doc["rules"].items())]
+        return doc
+
+    @classmethod
+    def from_mongo(cls, doc: dict[str, Any]) -> ProjectRecord:
+        rules = doc.get("rules")
+        if isinstance(rules, list):
+            doc = {
+                **doc,
+                "rules": {
+                    r["eventType"]: {k: v for k, v in r.items() if k != "eventType"} for r in rules
+                },
+            }
+        return cls.model_validate(doc)
+
     def public(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude={"keyHashes"})
 

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
+from aiohttp import web_exceptions
 from faust.web import Request, Response, View
 from pymongo.errors import PyMongoError
 
@@ -53,7 +54,7 @@ class _Registry(ProjectRegistry):
         await super()._publish_latest(project_id)
         doc = await mongo.db.projects.find_one({"projectId": project_id})
         if doc is not None:
-            directory.apply(ProjectRecord.model_validate(doc))
+            directory.apply(ProjectRecord.from_mongo(doc))
 
 
 registry = _Registry(mongo, _publish_project)
@@ -78,7 +79,12 @@ class ApiView(View):
         return self.bytes(orjson.dumps(body), content_type="application/json", status=status)
 
     async def json_body(self, request: Request, *, max_bytes: int) -> Any:
-        raw = await request.read()
+        if (getattr(request, "content_length", None) or 0) > max_bytes:
+            raise ApiError(413, f"request body larger than {max_bytes} bytes")
+        try:
+            raw = await request.read()
+        except web_exceptions.HTTPRequestEntityTooLarge:
+            raise ApiError(413, f"request body larger than {max_bytes} bytes") from None
         if len(raw) > max_bytes:
             raise ApiError(413, f"request body larger than {max_bytes} bytes")
         try:

@@ -21,12 +21,12 @@ MAX_BATCH_BYTES = 1024 * 1024
 MAX_EVENT_BYTES = 64 * 1024
 
 
-def _validate(data: Any, project: ProjectRecord, now: int) -> Event:
+def _validate(data: Any, project: ProjectRecord, now: int, received: int | None = None) -> Event:
     return validate_event(
         data,
         now=now,
         project_id=project.projectId,  # never the body's: it comes from the API key
-        default_timestamp=now,
+        default_timestamp=now if received is None else received,
         new_event_id=str(uuid.uuid4()),
     )
 
@@ -68,7 +68,9 @@ class BatchIngestView(ApiView):
         invalid: list[dict[str, Any]] = []
         for index, data in enumerate(raw_events):
             try:
-                events.append(_validate(data, project, now))
+                # events without a timestamp get the receive time, one microsecond apart in
+                # batch order: they keep their order and are appended, not inserted mid-chain
+                events.append(_validate(data, project, now, received=now + index))
             except InvalidEvent as exc:
                 invalid.append({"index": index, "fields": [e.as_json() for e in exc.errors]})
         if invalid:  # all or nothing: a batch with any invalid event is rejected whole
