@@ -22,7 +22,14 @@ from app.projects import ProjectRegistry
 from app.settings import Settings
 from app.topics import ensure_topics
 
-__all__ = ["CpuClock", "Deployment", "WorkerProcess", "free_port", "proc_cpu_seconds"]
+__all__ = [
+    "CpuClock",
+    "Deployment",
+    "WorkerProcess",
+    "free_port",
+    "proc_cpu_seconds",
+    "stop_many",
+]
 
 ROOT = Path(__file__).resolve().parents[1]
 ADMIN_TOKEN = "bench-admin-token"
@@ -165,9 +172,7 @@ class Deployment:
         return w
 
     def stop_all(self) -> None:
-        for w in self.workers:
-            with contextlib.suppress(Exception):
-                w.stop()
+        stop_many(self.workers)
 
 
 class WorkerProcess:
@@ -234,11 +239,16 @@ class WorkerProcess:
                 await asyncio.sleep(0.25)
         raise TimeoutError(f"worker {self.name} not healthy in {timeout:.0f} s:\n{self.log_tail()}")
 
+    def terminate(self) -> None:
+        """SIGTERM (Faust's graceful shutdown) without waiting."""
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+
     def stop(self, timeout: float = 30.0) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGTERM)
+        self.terminate()
         try:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -251,3 +261,13 @@ class WorkerProcess:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except FileNotFoundError:
             return "(no log)"
+
+
+def stop_many(workers: list[WorkerProcess]) -> None:
+    """Stop workers together: SIGTERM to all, then wait for each (SIGKILL after 30 s)."""
+    for w in workers:
+        with contextlib.suppress(Exception):
+            w.terminate()
+    for w in workers:
+        with contextlib.suppress(Exception):
+            w.stop()

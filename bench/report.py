@@ -400,9 +400,12 @@ def render(report: dict[str, Any]) -> str:
         f"server {report['stack']['mongoServer']} at {report['stack']['mongoUrl']}; "
         f"{'started by the benchmark' if report['stack']['startedByBench'] else 'already running'}."
         f" Packages: {', '.join(f'{k} {v}' for k, v in m['packages'].items())}.",
-        "- **Workloads** (`app.sample_data.generate`, seed 7, 3 % duplicates, 5 % late): "
+        "- **Workloads** (`app.sample_data.generate`, seed 7, Zipf 1.1 over leads, 30 days; "
+        "3 % resent duplicates and 5 % of events swapped up to 200 places later, except "
+        "`inorder`): "
         + "; ".join(
-            f"`{name}` {w['records']:,} events ({w['distinctEvents']:,} distinct) over "
+            f"`{name}` {w['records']:,} events ({w['distinctEvents']:,} distinct, "
+            f"{w.get('lateEvents', 0):,} arriving after a later event of their lead) over "
             f"{w['leads']:,} leads (mean {w['eventsPerLeadMean']}, median "
             f"{w['eventsPerLeadMedian']}, max {w['eventsPerLeadMax']:,} events per lead), "
             f"{w['avgValueBytes']:.0f} B per value"

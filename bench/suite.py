@@ -30,7 +30,7 @@ from typing import Any
 
 import orjson
 
-from bench.deploy import CpuClock, Deployment, WorkerProcess, proc_peak_rss_mb
+from bench.deploy import CpuClock, Deployment, WorkerProcess, proc_peak_rss_mb, stop_many
 from bench.kafkautil import (
     OffsetProbe,
     create_topic,
@@ -78,7 +78,7 @@ QUICK = Sizes(
     name="quick",
     leads=600,
     events=4_000,
-    inorder_events=3_000,
+    inorder_events=2_000,
     deep_leads=30,
     deep_events=2_000,
     mat_leads=300,
@@ -92,7 +92,7 @@ QUICK = Sizes(
     latency=((200, 5.0),),
     latency_settle=15.0,
     profile_seconds=6,
-    lag_wait=3.0,
+    lag_wait=0.0,
     standby_variant=False,
 )
 DEFAULT = Sizes(
@@ -239,8 +239,7 @@ class Suite:
             ]
             self.results[key] = await self.drain(d, pair, workload, version=version)
             self.results[key]["standbyReplicas"] = int(standby)
-            for w2 in pair:
-                w2.stop()
+            stop_many(pair)
             log(f"    {self._rate_line(self.results[key])}")
 
         log("(7) replay: the first worker restarted with LEADSCORE_APP_VERSION=3 (profiled)")
