@@ -39,7 +39,9 @@ def _pyspy() -> str | None:
 class ProfileRun:
     """`py-spy record` on a pid for a fixed time, in the background."""
 
-    def __init__(self, pid: int, seconds: float, out: Path, rate: int = 50) -> None:
+    def __init__(
+        self, pid: int, seconds: float, out: Path, rate: int = 50, start_after: float = 0.0
+    ) -> None:
         self.out = out
         self.error: str | None = None
         self.proc: subprocess.Popen[str] | None = None
@@ -47,11 +49,14 @@ class ProfileRun:
         if exe is None:
             self.error = "py-spy not installed (pip install py-spy)"
             return
+        argv = [
+            exe, "record", "-p", str(pid), "-d", str(max(1, round(seconds))), "-r", str(rate),
+            "-f", "raw", "--gil", "--threads", "-o", str(out),
+        ]  # fmt: skip
+        if start_after > 0:  # let the measured load begin first
+            argv = ["sh", "-c", f'sleep {start_after}; exec "$@"', "py-spy", *argv]
         self.proc = subprocess.Popen(
-            [
-                exe, "record", "-p", str(pid), "-d", str(max(1, round(seconds))), "-r", str(rate),
-                "-f", "raw", "--gil", "--threads", "-o", str(out),
-            ],
+            argv,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

@@ -290,7 +290,7 @@ def _targets(report: dict[str, Any]) -> list[tuple[str, str, str]]:
     return out
 
 
-def _profile(p: dict[str, Any] | None, during: str) -> list[str]:
+def _profile(p: dict[str, Any] | None, during: str, inclusive: int = 22) -> list[str]:
     if not p:
         return ["No profile (py-spy missing or failed)."]
     if p.get("error"):
@@ -299,7 +299,7 @@ def _profile(p: dict[str, Any] | None, during: str) -> list[str]:
     threads = ", ".join(f"{t['frame']} {t['percent']} %" for t in p["threads"])
     lines = [
         f"py-spy `record --gil --threads -r 50` on the worker for {p['seconds']:.0f} s from the "
-        f"first LeadChange of {during}: {p['samples']} samples holding the GIL, i.e. the GIL "
+        f"{during}: {p['samples']} samples holding the GIL, i.e. the GIL "
         f"was busy ~{busy:.0f} % of that time (all in: {threads}). "
         f"Raw stacks: `{p.get('rawFile', '')}` (git-ignored).",
         "",
@@ -315,7 +315,7 @@ def _profile(p: dict[str, Any] | None, during: str) -> list[str]:
             f"{('`' + s['frame'] + '`') if s else ''} | {s['percent'] if s else ''} |"
         )
     lines += ["", "| inclusive (frame and everything it calls) | % |", "|---|---:|"]
-    for s in p["inclusiveTop"][:22]:
+    for s in p["inclusiveTop"][:inclusive]:
         lines.append(f"| `{s['frame']}` | {s['percent']} |")
     return lines
 
@@ -443,9 +443,23 @@ def render(report: dict[str, Any]) -> str:
                 f"{x['notVisibleByKey']} / {x['notInMongo']} |"
             )
     lines += ["", "### Profile of the worker during (3), scored and materialized", ""]
-    lines += _profile((r.get("materialize") or {}).get("profile"), "(3)")
+    lines += _profile((r.get("materialize") or {}).get("profile"), "the first LeadChange of (3)")
     lines += ["", "### Profile of the worker during (7), scoring alone (replay)", ""]
-    lines += _profile((r.get("replay") or {}).get("profile"), "(7)")
+    lines += _profile((r.get("replay") or {}).get("profile"), "the first LeadChange of (7)")
+    http = r.get("http") or {}
+    batch_profile = (http.get("batch") or {}).get("profile")
+    if batch_profile:
+        lines += ["", "### Profile of the worker during (4), batch ingest", ""]
+        lines += _profile(batch_profile, "the 2nd second of the batch run", 14)
+    single = [x for x in http.get("single") or [] if x.get("profile")]
+    if single:
+        lines += [
+            "",
+            f"### Profile of the worker during (4), single events, {single[-1]['concurrency']} "
+            "connections",
+            "",
+        ]
+        lines += _profile(single[-1]["profile"], "the 2nd second of that run", 14)
     lines += ["", END]
     return "\n".join(lines)
 

@@ -530,14 +530,19 @@ class Suite:
         batch_events = [_event(rng, f"wrk-b{i % 700}") for i in range(s.batch_size)]
         out: dict[str, Any] = {"generator": "wrk" if wrk else "python-aiohttp"}
 
-        async def one(n: int, mode: str, concurrency: int) -> dict[str, Any]:
+        async def one(n: int, mode: str, concurrency: int, profile: bool) -> dict[str, Any]:
             d = self.deployment(f"h{n}")
             await d.create()
             w = d.worker("w1", LEADSCORE_SINK="off")
             w.start()
+            run: ProfileRun | None = None
             try:
                 await w.wait_healthy()
                 cpu = self.cpu([w])
+                if profile:  # the load generator's first second (connections) is left out
+                    seconds = max(1.0, s.http_seconds - 2)
+                    path = self.workdir / f"profile-http-{mode}.txt"
+                    run = ProfileRun(w.pid, seconds, path, start_after=1.0)
                 if wrk:
                     r = await asyncio.to_thread(
                         run_wrk,
@@ -563,7 +568,12 @@ class Suite:
                 r["cpu"] = cpu.read()
                 r["scoredDuringRun"] = await self.probe.total(d.topic("lead-changes"), 8)
                 w.check()
+                if run is not None:
+                    r["profile"] = await asyncio.to_thread(run.finish, 60)
+                    r["profile"].update(seconds=seconds, rawFile=str(path.relative_to(ROOT)))
             finally:
+                if run is not None:
+                    run.kill()
                 w.stop()
             log(
                 f"    {mode} c={concurrency}: {r['eventsPerSec']:,.0f} events/s, "
@@ -571,10 +581,12 @@ class Suite:
             )
             return r
 
+        last = len(s.single_concurrency)
         out["single"] = [
-            await one(i, "single", c) for i, c in enumerate(s.single_concurrency, start=1)
+            await one(i, "single", c, profile=i == last)
+            for i, c in enumerate(s.single_concurrency, start=1)
         ]
-        out["batch"] = await one(0, "batch", s.batch_concurrency)
+        out["batch"] = await one(0, "batch", s.batch_concurrency, profile=True)
         self.results["http"] = out
 
     async def _python_load(self, cfg: dict[str, Any], timeout: float = 300) -> dict[str, Any]:
