@@ -1,4 +1,4 @@
-"""`python -m bench [--quick] [--keep] [--no-doc] [--doc]`: see docs/PERFORMANCE.md."""
+"""`python -m bench [--quick] [--keep] [--no-doc] [--doc] [--render JSON]`: docs/PERFORMANCE.md."""
 
 from __future__ import annotations
 
@@ -69,7 +69,18 @@ def main() -> None:
     parser.add_argument(
         "--doc", action="store_true", help="rewrite docs/PERFORMANCE.md also in --quick mode"
     )
+    parser.add_argument(
+        "--render",
+        metavar="JSON",
+        help="only rewrite docs/PERFORMANCE.md from a results file (no measurement)",
+    )
     args = parser.parse_args()
+    if args.render:
+        import json
+
+        saved = json.loads(Path(args.render).read_text())
+        print(report.update_doc(saved).relative_to(report.ROOT))
+        return
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("aiokafka", "kafka", "pymongo", "motor"):
         logging.getLogger(noisy).setLevel(logging.CRITICAL)

@@ -298,7 +298,7 @@ def _profile(p: dict[str, Any] | None, during: str, inclusive: int = 22) -> list
     busy = p["samples"] / max(1, p["seconds"] * 50) * 100
     threads = ", ".join(f"{t['frame']} {t['percent']} %" for t in p["threads"])
     lines = [
-        f"py-spy `record --gil --threads -r 50` on the worker for {p['seconds']:.0f} s from the "
+        f"py-spy `record --gil --threads -r 50` on the worker for {p['seconds']:.0f} s from "
         f"{during}: {p['samples']} samples holding the GIL, i.e. the GIL "
         f"was busy ~{busy:.0f} % of that time (all in: {threads}). "
         f"Raw stacks: `{p.get('rawFile', '')}` (git-ignored).",
