@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import faust
 
+from app import faust_patches
 from app.settings import settings
+
+faust_patches.apply()
 
 __all__ = ["app"]
 
