@@ -28,11 +28,10 @@ from core.lead import (
     HistoryRow,
     LeadSummary,
     NewEvent,
-    lead_view,
     score_events,
     summary_from_facts,
 )
-from core.scoring import VELOCITY_WINDOW_US, step
+from core.scoring import step
 from tables.codec import Alias, Source
 from tables.leads import lead_store
 
@@ -69,8 +68,7 @@ def _done(state: LeadSummary | Alias | None, source: Source) -> bool:
 
 
 async def _emit(c: Command, summary: LeadSummary, rows: Any = ()) -> None:
-    recent = lead_store.count_in_window(c.key, c.partition, c.now - VELOCITY_WINDOW_US, c.now)
-    view = lead_view(summary, c.now, c.project.scoring, recent)
+    view = lead_store.view_at(c.key, c.partition, summary, c.project.scoring, c.now)
     await lead_changes_topic.send(
         key=c.key, value=lead_change("upsert", view, rows, epoch=settings.app_version)
     )
@@ -281,8 +279,7 @@ async def _rebuild(c: Command, key: bytes, state: LeadSummary, *, rescore: bool)
     for row in rows:
         record = lead_store.event_record(key, row.event_id)
         full_rows.append(replace(row, properties=(record[1] if record else None) or {}))
-    recent = lead_store.count_in_window(key, c.partition, c.now - VELOCITY_WINDOW_US, c.now)
-    view = lead_view(rebuilt, c.now, config, recent)
+    view = lead_store.view_at(key, c.partition, rebuilt, config, c.now)
     for start in range(0, max(1, len(full_rows)), REBUILD_ROWS_PER_CHANGE):
         chunk = full_rows[start : start + REBUILD_ROWS_PER_CHANGE]
         await lead_changes_topic.send(

@@ -31,8 +31,7 @@ from app.topology import (
 )
 from core.events import Event, FieldError, InvalidEvent, validate_event
 from core.identity import normalize_email, note_anonymous_id
-from core.lead import LeadSummary, NewEvent, apply_event, lead_view
-from core.scoring import VELOCITY_WINDOW_US
+from core.lead import LeadSummary, NewEvent, apply_event
 from tables.codec import Alias, Source
 from tables.leads import lead_store
 
@@ -147,8 +146,7 @@ def score_event(
     for fact in applied.facts:
         store.put_fact(key, fact)
     store.put_summary(key, updated)
-    recent = store.count_in_window(key, partition, now - VELOCITY_WINDOW_US, now)
-    view = lead_view(updated, now, config, recent)
+    view = store.view_at(key, partition, updated, config, now)
     change = lead_change("upsert", view, applied.rows, epoch=settings.app_version)
     return change, claim
 
@@ -179,8 +177,7 @@ def _outputs_again(
 ) -> tuple[bytes, dict[str, Any] | None]:
     """The LeadChange (rows from the event on) and claim an applied record emitted."""
     rows = history_rows(key, partition, decoded.timestamp, decoded.event_id, project)
-    recent = lead_store.count_in_window(key, partition, now - VELOCITY_WINDOW_US, now)
-    view = lead_view(state, now, project.scoring, recent)
+    view = lead_store.view_at(key, partition, state, project.scoring, now)
     change = lead_change("upsert", view, rows, epoch=settings.app_version)
     claim = None
     email = normalize_email((decoded.properties or {}).get("email"))

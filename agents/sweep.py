@@ -14,8 +14,7 @@ from app.clock import now_us
 from app.records import lead_change
 from app.settings import settings
 from app.topology import app, directory, lead_changes_topic
-from core.lead import LeadSummary, LeadView, lead_view
-from core.scoring import VELOCITY_WINDOW_US
+from core.lead import LeadSummary, LeadView
 from tables.leads import lead_store, owned_leads
 
 __all__ = ["decay_sweep", "sweep_once"]
@@ -32,8 +31,7 @@ def _view(partition: int, key: bytes, summary: LeadSummary, at: int) -> LeadView
     project = directory.get(summary.project_id)
     if project is None:
         return None
-    recent = lead_store.count_in_window(key, partition, at - VELOCITY_WINDOW_US, at)
-    return lead_view(summary, at, project.scoring, recent)
+    return lead_store.view_at(key, partition, summary, project.scoring, at)
 
 
 async def sweep_once(now: int, previous: int | None) -> int:

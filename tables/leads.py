@@ -24,7 +24,9 @@ from faust.types import TableT
 
 from app.faust_app import app
 from app.settings import settings
-from core.lead import EventFact, LeadSummary
+from core.config import ScoringConfig
+from core.lead import EventFact, LeadSummary, LeadView, lead_view
+from core.scoring import VELOCITY_WINDOW_US
 from tables.codec import (
     Alias,
     Source,
@@ -137,6 +139,13 @@ class LeadStore:
             if not k.startswith(prefix):
                 return
             yield decode_fact(k, v, len(prefix))
+
+    def view_at(
+        self, key: bytes, partition: int, summary: LeadSummary, config: ScoringConfig, now: int
+    ) -> LeadView:
+        """The lead as users see it at `now`: decayed score, stage, 24-hour velocity."""
+        recent = self.count_in_window(key, partition, now - VELOCITY_WINDOW_US, now)
+        return lead_view(summary, now, config, recent)
 
     def count_in_window(self, key: bytes, partition: int, after: int, until: int) -> int:
         """Events with `after < timestamp <= until`."""

@@ -111,8 +111,7 @@ class LeadView(_OwnedLeadView):
         project, key, summary, requested = found
         now = now_us()
         partition = partition_for(key, settings.partitions)
-        recent = lead_store.count_in_window(key, partition, now - VELOCITY_WINDOW_US, now)
-        body = _public(lead_json(lead_view(summary, now, project.scoring, recent)))
+        body = _public(lead_json(lead_store.view_at(key, partition, summary, project.scoring, now)))
         body["requestedKey"] = requested
         return self.reply(body)
 
