@@ -155,12 +155,9 @@ def _append(
     config: ScoringConfig,
     properties: Mapping[str, Any] | None,
 ) -> Applied:
-    if summary.last_timestamp is None:
-        before, after = 0.0, max(0.0, float(event.points))
-    else:
-        before, after = step(
-            summary.score, event.timestamp - summary.last_timestamp, event.points, config
-        )
+    before, after = _link(
+        summary.score, summary.last_timestamp, event.timestamp, event.points, config
+    )
     fact = EventFact(event.timestamp, event.event_id, event.event_type, event.points, after)
     row = HistoryRow(
         event.event_id,
@@ -193,12 +190,13 @@ def _insert(
     successors: Iterable[EventFact],
     exhaustive: bool = False,
 ) -> Applied:
-    if predecessor is None:
-        before, after = 0.0, max(0.0, float(event.points))
-    else:
-        before, after = step(
-            predecessor.score_after, event.timestamp - predecessor.timestamp, event.points, config
-        )
+    before, after = _link(
+        predecessor.score_after if predecessor else None,
+        predecessor.timestamp if predecessor else None,
+        event.timestamp,
+        event.points,
+        config,
+    )
     facts = [EventFact(event.timestamp, event.event_id, event.event_type, event.points, after)]
     rows = [
         HistoryRow(
@@ -258,12 +256,13 @@ def rechain(
     facts: list[EventFact] = []
     rows: list[HistoryRow] = []
     for event in ordered:
-        if previous is None:
-            before, after = 0.0, max(0.0, float(event.points))
-        else:
-            before, after = step(
-                previous.score_after, event.timestamp - previous.timestamp, event.points, config
-            )
+        before, after = _link(
+            previous.score_after if previous else None,
+            previous.timestamp if previous else None,
+            event.timestamp,
+            event.points,
+            config,
+        )
         previous = EventFact(event.timestamp, event.event_id, event.event_type, event.points, after)
         facts.append(previous)
         rows.append(
