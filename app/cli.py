@@ -44,10 +44,28 @@ def worker(web_port: int | None, datadir: Path | None, loglevel: str | None) -> 
     from app.settings import settings
 
     (settings.data_dir / settings.topic_prefix).mkdir(parents=True, exist_ok=True)
+    from app.faust_patches import unsent_messages
     from app.worker import app
+    from tables.local_state import discard_unless_stopped_cleanly, mark_stopped_cleanly
 
+    tabledir = Path(app.conf.tabledir)
+    if discard_unless_stopped_cleanly(tabledir):
+        click.echo(
+            f"{tabledir}: the last run did not stop cleanly; local tables discarded, "
+            "they are rebuilt from their changelogs",
+            err=True,
+        )
     level = loglevel or settings.log_level
-    Worker(app, loglevel=level, quiet=True).execute_from_commandline()
+    try:
+        Worker(app, loglevel=level, quiet=True).execute_from_commandline()
+    except SystemExit as stopped:
+        if (
+            stopped.code in (0, None)
+            and app.crash_reason is None
+            and not unsent_messages(app.producer.buffer)
+        ):
+            mark_stopped_cleanly(tabledir)
+        raise
 
 
 async def _prepare(settings: Any) -> int | None:

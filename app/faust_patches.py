@@ -1,26 +1,40 @@
-"""A fix to Faust 0.15.3 that at-least-once processing depends on (see docs/adr/0011).
+"""Fixes to Faust 0.15.3 that at-least-once processing depends on (docs/adr/0011, 0012).
 
-Before committing offsets, Faust flushes its producer: `ProducerBuffer.flush()` drains the
-buffer of table-changelog writes (`send_soon`), then aiokafka's own buffer. But the buffer's
-`flush_atmost(None)` returns as soon as no message was sent within 0.1 s, and the message its
-background task is handing to aiokafka is counted nowhere. Under backpressure ("producer buffer
-full") the flush returns with changelog writes still queued, the offsets of their records are
-committed, and a worker killed then loses those writes: the records are never reprocessed. Found
-by the kill -9 integration tests (events missing after restart).
+1. **Flush before commit.** Before committing offsets, Faust flushes its producer:
+   `ProducerBuffer.flush()` drains the buffer of table-changelog writes (`send_soon`), then
+   aiokafka's own buffer. But the buffer's `flush_atmost(None)` returns as soon as no message
+   was sent within 0.1 s, and the message its background task is handing to aiokafka is counted
+   nowhere. Under backpressure the flush returned with changelog writes still queued, their
+   records' offsets were committed, and a worker killed then lost those writes. `flush()` here
+   waits until the queue is empty *and* no send is in flight.
 
-`flush()` here waits until the queue is empty *and* no send is in flight; the partial
-`flush_atmost(n)` used for backpressure is unchanged.
+2. **A position for every assigned partition.** After a rebalance Faust resumes the stream
+   partitions, seeks them "to committed", then resumes flow, which clears every stream buffer.
+   Records fetched in between are dropped on the promise that the seek re-reads them, but
+   aiokafka's `seek_to_committed` seeks only where the committed offset is > 0: a partition of
+   a new consumer group (first start, a replay's new epoch, a worker killed before its first
+   commit) kept the position of the dropped records, and they were never scored. Partitions
+   without a committed offset now seek to the log start, as `auto_offset_reset="earliest"` says.
+
+3. **Acks belong to one generation.** A record of an earlier generation (skipped, or finished
+   while partitions were revoked) was still acked into the offsets the next generation commits,
+   so a commit could pass records the new owner had not processed. Acks of an earlier
+   generation are dropped, and a partition starts each assignment with no acks.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Mapping, Set
 from typing import Any
 
+from faust.transport.consumer import Consumer
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.transport.producer import ProducerBuffer
+from faust.types import TP
 
-__all__ = ["apply"]
+__all__ = ["apply", "unsent_messages"]
 
 _INFLIGHT = "_leadscore_inflight"
 
@@ -43,10 +57,53 @@ async def _flush(self: Any, _original: Any = ProducerBuffer.flush) -> None:
             await asyncio.wait_for(self.message_sent.wait(), timeout=0.1)
 
 
+async def _seek_to_committed(self: Any) -> Mapping[TP, int | None]:
+    consumer = self._ensure_consumer()
+    committed: Mapping[TP, int | None] = await self.call_thread(consumer.seek_to_committed)
+    never_committed = [tp for tp, offset in committed.items() if not offset]
+    if never_committed:
+        await self.call_thread(consumer.seek_to_beginning, *never_committed)
+    return committed
+
+
+def _ack(self: Any, message: Any, _original: Any = Consumer.ack) -> bool:
+    added: bool = _original(self, message)
+    if added and message.generation_id != self.app.consumer_generation_id:
+        tp, offset = message.tp, message.offset
+        self._acked_index[tp].discard(offset)
+        with contextlib.suppress(ValueError):
+            self._acked[tp].remove(offset)
+        return False
+    return added
+
+
+async def _on_partitions_assigned(
+    self: Any, assigned: Set[TP], generation_id: int = 0, _original: Any = None
+) -> None:
+    for tp in assigned:
+        self._acked.pop(tp, None)
+        self._acked_index.pop(tp, None)
+        self._gap.pop(tp, None)
+    await _original(self, assigned, generation_id)
+
+
+def unsent_messages(buffer: Any) -> int:
+    """Messages (table-changelog writes) queued in, or being handed on by, a ProducerBuffer."""
+    return int(buffer.size) + int(getattr(buffer, _INFLIGHT, 0))
+
+
 def apply() -> None:
-    """Idempotent; must run before the app's producer starts its buffer task."""
+    """Idempotent; must run before the app's producer and consumer start."""
     if getattr(ProducerBuffer, "_leadscore_patched", False):
         return
     ProducerBuffer._send_pending = _send_pending  # type: ignore[method-assign]
     ProducerBuffer.flush = _flush  # type: ignore[method-assign]
+    AIOKafkaConsumerThread.seek_to_committed = _seek_to_committed  # type: ignore[method-assign,assignment]
+    Consumer.ack = _ack  # type: ignore[method-assign]
+    original_assigned = Consumer.on_partitions_assigned
+
+    async def on_partitions_assigned(self: Any, assigned: Set[TP], generation_id: int = 0) -> None:
+        await _on_partitions_assigned(self, assigned, generation_id, _original=original_assigned)
+
+    Consumer.on_partitions_assigned = on_partitions_assigned  # type: ignore[method-assign]
     ProducerBuffer._leadscore_patched = True  # type: ignore[attr-defined]

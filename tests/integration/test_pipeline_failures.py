@@ -132,16 +132,6 @@ async def test_spec3_worker_stopped_and_restarted_counts_nothing_twice(
     await _restart_scenario(stack, http, mongo_db, tmp_path, signal.SIGTERM)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason=(
-        "KNOWN BUG (open in issue 5): under full-suite load, a worker killed with SIGKILL can "
-        "lose events: Faust committed offsets past records whose table writes reached neither "
-        "RocksDB nor the changelog (diagnosed from the changelog: a summary jumps from offset 72 "
-        "to 133). ADR 0011 fixed one cause (flush gave up after 0.1 s); another remains. "
-        "Passes in isolation; not strict so CI reports it without hiding it."
-    ),
-)
 async def test_spec3_worker_killed_and_restarted_counts_nothing_twice_loses_nothing(
     stack: tuple[str, str], http: aiohttp.ClientSession, mongo_db: Any, tmp_path: Path
 ) -> None:

@@ -269,16 +269,6 @@ async def test_rescore_recomputes_every_lead_of_the_project_under_current_rules(
     await wait_mongo_matches(mongo_db, pid, ref, timeout=60)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason=(
-        "KNOWN BUG (open in issue 5): under full-suite load, a worker killed with SIGKILL can "
-        "lose events: Faust committed offsets past records whose table writes reached neither "
-        "RocksDB nor the changelog (diagnosed from the changelog: a summary jumps from offset 72 "
-        "to 133). ADR 0011 fixed one cause (flush gave up after 0.1 s); another remains. "
-        "Passes in isolation; not strict so CI reports it without hiding it."
-    ),
-)
 async def test_three_workers_one_killed_mid_load_lose_and_double_nothing(
     own_deployment: Any, http: aiohttp.ClientSession
 ) -> None:
