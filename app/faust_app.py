@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import faust
+from faust.transport.producer import ProducerBuffer
 
 from app import faust_patches
 from app.settings import settings
 
 faust_patches.apply()
+
+# Table writes queue here on their way to the changelogs. Faust's default of 100 stalled the
+# consumer (and logged a warning) every time a late event rewrote more than a few facts; the
+# queue is drained continuously and in full before every commit, so a larger one only bounds
+# memory (a few MB).
+ProducerBuffer.max_messages = 10_000
 
 __all__ = ["app"]
 
