@@ -20,6 +20,13 @@
    while partitions were revoked) was still acked into the offsets the next generation commits,
    so a commit could pass records the new owner had not processed. Acks of an earlier
    generation are dropped, and a partition starts each assignment with no acks.
+
+4. **Persisted changelog offsets once per commit** (a speed-up, not a fix). Faust writes the
+   offset of every delivered changelog message into RocksDB, about 5 % of the worker's CPU.
+   That offset only tells recovery where local state ends: after a crash local state is
+   discarded anyway (`tables/local_state.py`), and after a clean stop an older offset merely
+   re-applies a little more of the changelog over identical values. So the newest offset per
+   partition is kept in memory and written after each commit and when the table stops.
 """
 
 from __future__ import annotations
@@ -29,6 +36,8 @@ import contextlib
 from collections.abc import Mapping, Set
 from typing import Any
 
+from faust.tables.base import Collection
+from faust.tables.manager import TableManager
 from faust.transport.consumer import Consumer
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.transport.producer import ProducerBuffer
@@ -37,6 +46,7 @@ from faust.types import TP
 __all__ = ["apply", "unsent_messages"]
 
 _INFLIGHT = "_leadscore_inflight"
+_UNPERSISTED = "_leadscore_unpersisted_offsets"
 
 
 async def _send_pending(self: Any, fut: Any, _original: Any = ProducerBuffer._send_pending) -> None:
@@ -48,7 +58,7 @@ async def _send_pending(self: Any, fut: Any, _original: Any = ProducerBuffer._se
 
 
 async def _flush(self: Any, _original: Any = ProducerBuffer.flush) -> None:
-    while self.size or getattr(self, _INFLIGHT, 0):
+    while unsent_messages(self):
         if self.should_stop or self.state != "running":
             await _original(self)  # shutting down: Faust's own behaviour
             return
@@ -87,6 +97,36 @@ async def _on_partitions_assigned(
     await _original(self, assigned, generation_id)
 
 
+def _remember_changelog_offset(
+    self: Any, fut: Any, _original: Any = Collection._on_changelog_sent
+) -> None:
+    if self.app.in_transaction:
+        _original(self, fut)
+        return
+    sent = fut.result()
+    unpersisted: dict[TP, int] = self.__dict__.setdefault(_UNPERSISTED, {})
+    tp = sent.topic_partition
+    if unpersisted.get(tp, -1) < sent.offset:
+        unpersisted[tp] = sent.offset
+
+
+def _persist_changelog_offsets(table: Any) -> None:
+    unpersisted: dict[TP, int] = table.__dict__.get(_UNPERSISTED, {})
+    while unpersisted:
+        tp, offset = unpersisted.popitem()
+        table.data.set_persisted_offset(tp, offset)
+
+
+def _on_commit(self: Any, offsets: Any, _original: Any = TableManager.on_commit) -> None:
+    _original(self, offsets)
+    for table in self.values():
+        _persist_changelog_offsets(table)
+
+
+async def _table_on_stop(self: Any) -> None:
+    _persist_changelog_offsets(self)  # before the store (a child service) closes
+
+
 def unsent_messages(buffer: Any) -> int:
     """Messages (table-changelog writes) queued in, or being handed on by, a ProducerBuffer."""
     return int(buffer.size) + int(getattr(buffer, _INFLIGHT, 0))
@@ -106,4 +146,7 @@ def apply() -> None:
         await _on_partitions_assigned(self, assigned, generation_id, _original=original_assigned)
 
     Consumer.on_partitions_assigned = on_partitions_assigned  # type: ignore[method-assign]
+    Collection._on_changelog_sent = _remember_changelog_offset  # type: ignore[method-assign]
+    TableManager.on_commit = _on_commit  # type: ignore[method-assign]
+    Collection.on_stop = _table_on_stop  # type: ignore[method-assign]
     ProducerBuffer._leadscore_patched = True  # type: ignore[attr-defined]
