@@ -47,6 +47,8 @@ __all__ = ["apply", "unsent_messages"]
 
 _INFLIGHT = "_leadscore_inflight"
 _UNPERSISTED = "_leadscore_unpersisted_offsets"
+_SENT = "_leadscore_sent"
+_YIELD_EVERY = 32
 
 
 async def _send_pending(self: Any, fut: Any, _original: Any = ProducerBuffer._send_pending) -> None:
@@ -55,6 +57,12 @@ async def _send_pending(self: Any, fut: Any, _original: Any = ProducerBuffer._se
         await _original(self, fut)
     finally:
         setattr(self, _INFLIGHT, getattr(self, _INFLIGHT) - 1)
+    # Handing a message to aiokafka rarely suspends, so the buffer's task would drain a long
+    # queue in one go and hold the event loop (HTTP requests) for hundreds of milliseconds.
+    sent = getattr(self, _SENT, 0) + 1
+    setattr(self, _SENT, sent)
+    if sent % _YIELD_EVERY == 0:
+        await asyncio.sleep(0)
 
 
 async def _flush(self: Any, _original: Any = ProducerBuffer.flush) -> None:
