@@ -36,6 +36,14 @@ _LEAD_FIELDS = (
     "version",
 )
 _REFRESH_FIELDS = ("currentScore", "leadStage", "velocityScore", "eventsLast24h")
+_TOMBSTONE_DROPS = (
+    *(f for f in _LEAD_FIELDS if f != "version"),
+    "firstEventAt",
+    "firstEventAtUs",
+    "lastEventAt",
+    "lastEventAtUs",
+    "computedAt",
+)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -108,9 +116,11 @@ def plan_writes(changes: Iterable[Mapping[str, Any]], now: datetime) -> Material
         # a tombstone, not a delete: an older change replayed later must not resurrect the lead
         newer = {"$lt": [{"$ifNull": ["$version", -1]}, lead["version"]]}
         # `merged: true`, not who absorbed it: merge chains differ with arrival order, the
-        # canonical lead's sorted aliases do not (replays reproduce the same documents)
+        # canonical lead's sorted aliases do not (replays reproduce the same documents). The
+        # absorbed lead's own figures go too: how many of its events it had scored before the
+        # merge reply arrived depends on timing, and they now count for the canonical lead.
         tombstone = _guarded({"merged": True, "version": lead["version"], "updatedAt": now}, newer)
-        for gone in ("email", "emailClaim"):
+        for gone in _TOMBSTONE_DROPS:
             tombstone[0]["$set"][gone] = {"$cond": [newer, "$$REMOVE", f"${gone}"]}
         plan.leads.append(UpdateOne({"projectId": pid, "leadId": lead_id}, tombstone, upsert=True))
         plan.lead_upserts.append(None)

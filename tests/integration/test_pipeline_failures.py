@@ -113,6 +113,9 @@ async def _restart_scenario(
         await traffic.send(burst)
         await eventually(lambda: _table_count(api, traffic.leads[0]), lambda n: n > before)
         await restart_worker(worker, sig)
+        # a clean stop keeps the local tables; anything else rebuilds them from the changelogs
+        discarded = "did not stop cleanly" in worker.log_path.read_text(errors="replace")
+        assert discarded == (sig == signal.SIGKILL)
         # Tables come back from RocksDB and the changelogs: table reads agree at once.
         await eventually(lambda: api_mismatches(api, traffic.ref), lambda d: not d, timeout=120)
         await wait_mongo_matches(db, pid, traffic.ref, timeout=60)

@@ -176,7 +176,21 @@ async def test_replay_reproduces_identical_documents_including_merges(
     await workers[0].wait_healthy()
 
     await eventually(lambda: _epochs(db, pid), lambda epochs: epochs == {2}, timeout=90)
-    await eventually(lambda: _snapshot(db, pid), lambda after: after == before, timeout=60)
+    try:
+        await eventually(lambda: _snapshot(db, pid), lambda after: after == before, timeout=60)
+    except AssertionError:
+        after = await _snapshot(db, pid)
+        raise AssertionError(f"differs after the replay: {_difference(before, after)}") from None
+
+
+def _difference(before: tuple[list[Any], list[Any]], after: tuple[list[Any], list[Any]]) -> Any:
+    """(only before, only after) of the lead and history snapshots (rows hold dicts: compared
+    as text)."""
+    out = []
+    for b, a in zip(before, after, strict=True):
+        b_text, a_text = {repr(x) for x in b}, {repr(x) for x in a}
+        out.append((sorted(b_text - a_text), sorted(a_text - b_text)))
+    return out
 
 
 async def test_replay_after_a_rule_change_rescores_every_event(
