@@ -72,6 +72,8 @@ class Sizes:
     profile_seconds: float
     lag_wait: float  # longest wait for the group's committed lag to reach 0 after the last change
     standby_variant: bool  # also measure two workers with LEADSCORE_STANDBY_REPLICAS=0
+    two_workers: bool = True  # measure (6); --quick leaves it out to stay near a minute
+    deep: bool = True  # measure the `deep` workload of (8); likewise
 
 
 QUICK = Sizes(
@@ -94,6 +96,8 @@ QUICK = Sizes(
     profile_seconds=6,
     lag_wait=0.0,
     standby_variant=False,
+    two_workers=False,
+    deep=False,
 )
 DEFAULT = Sizes(
     name="default",
@@ -160,7 +164,8 @@ class Suite:
         try:
             await self._phase("score", self.score_deployment, top=True)
             await self._phase("inorder", self.inorder_deployment, top=True)
-            await self._phase("deep", self.deep_deployment, top=True)
+            if self.sizes.deep:
+                await self._phase("deep", self.deep_deployment, top=True)
             await self._phase("mat", self.mat_deployment, top=True)
         finally:
             await self.probe.stop()
@@ -223,8 +228,8 @@ class Suite:
 
         await self._phase("changelog", lambda: self.changelog(d, workload, 1, "changelog"))
 
-        variants = [("twoWorkers", 2, "1")]
-        if s.standby_variant:
+        variants = [("twoWorkers", 2, "1")] if s.two_workers else []
+        if s.two_workers and s.standby_variant:
             variants.append(("twoWorkersNoStandby", 4, "0"))
         for key, version, standby in variants:
             log(f"(6) two workers, sink off, app version {version}, standby replicas {standby}")
