@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from typing import Any
 
 from faust.web import Request, Response
 
+from app.batch_send import send_in_batches
 from app.clock import now_us
+from app.partitioning import partition_for
 from app.records import ProjectRecord
+from app.settings import settings
 from app.topology import app, events_topic
 from core.events import Event, FieldError, InvalidEvent, validate_event
 from web.base import ApiError, ApiView
@@ -32,10 +34,13 @@ def _validate(data: Any, project: ProjectRecord, now: int, received: int | None 
 
 
 async def _produce(events: list[Event]) -> None:
-    deliveries = [
-        await events_topic.send(key=e.table_key.encode(), value=e.to_wire()) for e in events
-    ]
-    await asyncio.gather(*deliveries)  # acks=all: durable before we say "queued"
+    """acks=all: durable before we say "queued"."""
+    keyed = ((e.table_key.encode(), e.to_wire()) for e in events)
+    await send_in_batches(
+        app.producer._ensure_producer(),  # type: ignore[attr-defined]  # Faust's aiokafka producer
+        events_topic.get_topic_name(),
+        ((partition_for(key, settings.partitions), key, value) for key, value in keyed),
+    )
 
 
 @app.page("/api/events")
