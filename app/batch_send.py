@@ -3,7 +3,8 @@
 Ingest used to send each event through Faust's `Topic.send` (a `FutureMessage`, serializer
 lookups, callbacks, then aiokafka's own per-message path): that was ≈ 40 % of the worker's CPU
 during batch ingest (docs/PERFORMANCE.md). Appending to aiokafka's `BatchBuilder` costs a
-fraction of it; the producer's settings (`acks=all`, retries) still apply to the batch.
+fraction of it; the producer's settings (`acks=all`, retries) still apply to the batch. A few
+records for a partition go through aiokafka's `send` instead, into the batch already open.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from typing import Any
 
 __all__ = ["send_in_batches"]
 
+_OWN_BATCH_FROM = 16  # records for one partition in one request
+
 
 async def send_in_batches(
     producer: Any, topic: str, records: Iterable[tuple[int, bytes, bytes]]
@@ -25,6 +28,12 @@ async def send_in_batches(
         by_partition[partition].append((key, value))
     deliveries = []
     for partition, items in by_partition.items():
+        if len(items) < _OWN_BATCH_FROM:
+            # a batch of its own would travel alone: the sender takes one batch per partition
+            # per request, so concurrent single-event requests join the open batch instead
+            for key, value in items:
+                deliveries.append(await producer.send(topic, value, key=key, partition=partition))
+            continue
         batch = producer.create_batch()
         for key, value in items:
             if batch.append(key=key, value=value, timestamp=None) is None:  # batch full
