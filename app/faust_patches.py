@@ -96,7 +96,10 @@ def _ack(self: Any, message: Any, _original: Any = Consumer.ack) -> bool:
 
 
 async def _on_partitions_assigned(
-    self: Any, assigned: Set[TP], generation_id: int = 0, _original: Any = None
+    self: Any,
+    assigned: Set[TP],
+    generation_id: int = 0,
+    _original: Any = Consumer.on_partitions_assigned,
 ) -> None:
     for tp in assigned:
         self._acked.pop(tp, None)
@@ -148,12 +151,7 @@ def apply() -> None:
     ProducerBuffer.flush = _flush  # type: ignore[method-assign]
     AIOKafkaConsumerThread.seek_to_committed = _seek_to_committed  # type: ignore[method-assign,assignment]
     Consumer.ack = _ack  # type: ignore[method-assign]
-    original_assigned = Consumer.on_partitions_assigned
-
-    async def on_partitions_assigned(self: Any, assigned: Set[TP], generation_id: int = 0) -> None:
-        await _on_partitions_assigned(self, assigned, generation_id, _original=original_assigned)
-
-    Consumer.on_partitions_assigned = on_partitions_assigned  # type: ignore[method-assign]
+    Consumer.on_partitions_assigned = _on_partitions_assigned  # type: ignore[method-assign]
     Collection._on_changelog_sent = _remember_changelog_offset  # type: ignore[method-assign]
     TableManager.on_commit = _on_commit  # type: ignore[method-assign]
     Collection.on_stop = _table_on_stop  # type: ignore[method-assign]
