@@ -120,6 +120,24 @@ def _replay(deployment: Deployment) -> None:
     assert done.returncode == 0, done.stderr
 
 
+async def _replay_and_restart(deployment: Deployment, worker: WorkerProcess) -> None:
+    worker.stop()
+    _replay(deployment)
+    worker.start()
+    await worker.wait_healthy()
+
+
+async def _one_worker_project(
+    own_deployment: Any, http: aiohttp.ClientSession, name: str
+) -> tuple[Api, str]:
+    """Start the deployment's worker w1 and create a project on it: (its API, its id)."""
+    deployment, tmp, _, workers = own_deployment
+    workers.append(await start_worker(deployment, tmp, "w1"))
+    _, key = await create_project(http, workers[0].url, deployment.admin_token, name)
+    api = Api(http, workers[0].url, key)
+    return api, await project_id_of(api)
+
+
 async def _settled(db: Any, project_id: str, expected_events: int) -> None:
     async def count() -> int:
         return await db.score_history.count_documents({"projectId": project_id})
@@ -147,11 +165,8 @@ async def own_deployment(stack: tuple[str, str], tmp_path: Path) -> Any:
 async def test_replay_reproduces_identical_documents_including_merges(
     own_deployment: Any, http: aiohttp.ClientSession
 ) -> None:
-    deployment, tmp, db, workers = own_deployment
-    workers.append(await start_worker(deployment, tmp, "w1"))
-    _, key = await create_project(http, workers[0].url, deployment.admin_token, "replay")
-    api = Api(http, workers[0].url, key)
-    pid = await project_id_of(api)
+    deployment, _, db, workers = own_deployment
+    api, pid = await _one_worker_project(own_deployment, http, "replay")
     events = _events(240, 24, seed=11)
     identifies = _identifies(
         [
@@ -170,10 +185,7 @@ async def test_replay_reproduces_identical_documents_including_merges(
     before = await _snapshot(db, pid)
     assert sum(1 for lead in before[0] if lead[1]) == 3, "three leads merged away"
 
-    workers[0].stop()
-    _replay(deployment)
-    workers[0].start()
-    await workers[0].wait_healthy()
+    await _replay_and_restart(deployment, workers[0])
 
     await eventually(lambda: _epochs(db, pid), lambda epochs: epochs == {2}, timeout=90)
     try:
@@ -196,21 +208,15 @@ def _difference(before: tuple[list[Any], list[Any]], after: tuple[list[Any], lis
 async def test_replay_after_a_rule_change_rescores_every_event(
     own_deployment: Any, http: aiohttp.ClientSession
 ) -> None:
-    deployment, tmp, db, workers = own_deployment
-    workers.append(await start_worker(deployment, tmp, "w1"))
-    _, key = await create_project(http, workers[0].url, deployment.admin_token, "rescore")
-    api = Api(http, workers[0].url, key)
-    pid = await project_id_of(api)
+    deployment, _, db, workers = own_deployment
+    api, pid = await _one_worker_project(own_deployment, http, "rescore")
     events = _events(120, 12, seed=12)
     await api.send_events(events)
     await _settled(db, pid, len(events))
     status, _ = await api.put("/api/rules/page_view", {"points": 9, "active": True})
     assert status == 200
 
-    workers[0].stop()
-    _replay(deployment)
-    workers[0].start()
-    await workers[0].wait_healthy()
+    await _replay_and_restart(deployment, workers[0])
 
     rules = dict(ScoringConfig().rules)
     rules["page_view"] = Rule(9)
