@@ -146,9 +146,8 @@ async def _merge(c: Command, state: LeadSummary | Alias | None) -> None:
     await _send_absorb(c, state if isinstance(state, LeadSummary) else None)
     lead_id = c.key.decode().split(":", 1)[1]
     if isinstance(state, LeadSummary):
-        version = state.version + 1
         lead_store.put_alias(
-            c.key, Alias(cmd["into"], mark_applied(state, c.source).applied, version)
+            c.key, Alias(cmd["into"], mark_applied(state, c.source).applied, state.version + 1)
         )
         # SPEC 5: the lead's anonymousIds become aliases of the owner too
         for anonymous_id in state.anonymous_ids:
@@ -165,12 +164,10 @@ async def _merge(c: Command, state: LeadSummary | Alias | None) -> None:
     elif state is None:  # a key seen only as an anonymousId: it just becomes an alias
         lead_store.put_alias(c.key, Alias(cmd["into"], (-1, c.offset), 0))
         return
-    else:
-        version = state.version
     await lead_changes_topic.send(
         key=c.key,
         value=lead_removal(
-            cmd["projectId"], lead_id, version, cmd["into"], c.now, epoch=settings.app_version
+            cmd["projectId"], lead_id, cmd["into"], c.now, epoch=settings.app_version
         ),
     )
 

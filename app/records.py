@@ -150,10 +150,16 @@ def lead_json(view: LeadView, epoch: int = 0) -> dict[str, Any]:
 ChangeKind = Literal["upsert", "refresh", "remove"]
 
 
-def lead_removal(
-    project_id: str, lead_id: str, lead_version: int, merged_into: str, now: int, *, epoch: int
-) -> bytes:
-    """The LeadChange of a lead merged into another: its document becomes a tombstone."""
+# A merged lead never lives again within an epoch, so its tombstone takes the epoch's highest
+# version. Its own counter will not do: a worker killed after a LeadChange reached Kafka but
+# before the table write that made it did leaves a document at version n, and the redo that
+# merges the lead from the state before it reuses n (ADR 0005).
+TOMBSTONE_LEAD_VERSION = (1 << VERSION_EPOCH_BITS) - 1
+
+
+def lead_removal(project_id: str, lead_id: str, merged_into: str, now: int, *, epoch: int) -> bytes:
+    """The LeadChange of a lead merged into another: its document becomes a tombstone that
+    outranks every document of the lead in this epoch."""
     return orjson.dumps(
         {
             "schema": LEAD_CHANGE_SCHEMA,
@@ -161,7 +167,7 @@ def lead_removal(
             "lead": {
                 "projectId": project_id,
                 "leadId": lead_id,
-                "version": materialized_version(epoch, lead_version),
+                "version": materialized_version(epoch, TOMBSTONE_LEAD_VERSION),
                 "mergedInto": merged_into,  # informational; the tombstone says merged: true
                 "computedAt": format_timestamp(now),
             },
