@@ -5,7 +5,7 @@ Integers keep ordering and day arithmetic exact; floats or datetimes would not.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 __all__ = [
     "US_PER_DAY",
@@ -21,6 +21,7 @@ US_PER_SECOND = 1_000_000
 US_PER_HOUR = 3_600 * US_PER_SECOND
 US_PER_DAY = 24 * US_PER_HOUR
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_NAIVE_EPOCH = datetime(1970, 1, 1)
 
 
 def from_datetime(value: datetime) -> int:
@@ -37,13 +38,9 @@ def parse_timestamp(text: str) -> int:
 
 
 def to_datetime(us: int) -> datetime:
-    return datetime.fromtimestamp(us // US_PER_SECOND, UTC).replace(microsecond=us % US_PER_SECOND)
+    return _EPOCH + timedelta(microseconds=us)
 
 
 def format_timestamp(us: int) -> str:
-    """ISO-8601 in UTC with a `Z`; microseconds only when present."""
-    dt = to_datetime(us)
-    text = (
-        f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}T{dt.hour:02d}:{dt.minute:02d}:{dt.second:02d}"
-    )
-    return f"{text}.{dt.microsecond:06d}Z" if dt.microsecond else f"{text}Z"
+    """ISO-8601 in UTC with a `Z`; microseconds only when present (as `isoformat` does)."""
+    return (_NAIVE_EPOCH + timedelta(microseconds=us)).isoformat() + "Z"
