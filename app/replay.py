@@ -13,23 +13,48 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from tenacity import AsyncRetrying, stop_after_delay, wait_exponential
 
-from app.settings import Settings
+from app.settings import ROLES, Settings
 from app.topics import ensure_topics
 
-__all__ = ["ReplayPlan", "app_id", "clean_old_versions", "read_epoch", "start_replay"]
+__all__ = [
+    "TABLES",
+    "ReplayPlan",
+    "app_id",
+    "clean_old_versions",
+    "internal_topics",
+    "read_epoch",
+    "start_replay",
+]
 
 _EPOCH_KEY = b"appVersion"
 
 
-def app_id(settings: Settings, version: int) -> str:
+# The tables of a worker (tables/leads.py, agents/identity.py; a unit test keeps this true).
+TABLES = ("lead-state", "email-owners")
+
+
+def app_id(settings: Settings, version: int, role: str = "worker") -> str:
     """Faust's app id, which is also the consumer group and the changelog topic prefix."""
-    return settings.topic_prefix if version <= 1 else f"{settings.topic_prefix}-v{version}"
+    base = settings.topic_prefix if role == "worker" else f"{settings.topic_prefix}-{role}"
+    return base if version <= 1 else f"{base}-v{version}"
+
+
+def internal_topics(settings: Settings, version: int) -> list[str]:
+    """The topics Faust creates for one epoch: table changelogs and assignor leader topics.
+
+    Exact names, not prefixes: `{prefix}-` is also the start of every later epoch's topics
+    (`{prefix}-v2-...`) and of other deployments' (`{prefix}-eu-...`).
+    """
+    worker = app_id(settings, version)
+    leaders = [f"{app_id(settings, version, role)}-__assignor-__leader" for role in ROLES]
+    return [*(f"{worker}-{table}-changelog" for table in TABLES), *leaders]
 
 
 async def read_epoch(settings: Settings) -> int | None:
@@ -145,25 +170,19 @@ async def clean_old_versions(settings: Settings) -> list[str]:
     import shutil
 
     current = max(settings.app_version, await read_epoch(settings) or 1)
-    prefixes = [f"{app_id(settings, v)}-" for v in range(1, current)]
+    old = {t for v in range(1, current) for t in internal_topics(settings, v)}
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
     await admin.start()
     try:
-        stale = [
-            t
-            for t in await admin.list_topics()
-            if any(t.startswith(p) for p in prefixes)
-            and (t.endswith("-changelog") or t.endswith("__leader"))
-        ]
+        stale = sorted(old.intersection(await admin.list_topics()))
         if stale:
             await admin.delete_topics(stale)
     finally:
         await admin.close()
     removed = [f"topic {t}" for t in stale]
-    base = settings.data_dir / settings.topic_prefix
     for version in range(1, current):
-        path = base / f"v{version}"
-        if path.exists():
+        paths = [settings.data_dir / app_id(settings, 1, role) / f"v{version}" for role in ROLES]
+        for path in filter(Path.exists, paths):
             shutil.rmtree(path)
             removed.append(f"dir {path}")
     return removed

@@ -59,6 +59,11 @@ class Settings:
     """LEADSCORE_SINK: `on` (default) or `off` — a worker without the MongoDB sink (benchmarks,
     or a deployment that runs sinks on separate workers)."""
 
+    role: str = "worker"
+    """LEADSCORE_ROLE: `worker` (default: scoring, identity, sweep, sink, every API) or `ingest`
+    (only the ingest endpoints and health: no consumer of leadscore's topics, no tables), to
+    run HTTP ingest in processes of its own next to the workers (`leadscore ingest`)."""
+
     @classmethod
     def from_env(cls) -> Settings:
         return cls(
@@ -81,6 +86,7 @@ class Settings:
             session_timeout=float(_env("LEADSCORE_SESSION_TIMEOUT", "30")),
             fixed_now=_env("LEADSCORE_NOW", ""),
             sink_enabled=_env("LEADSCORE_SINK", "on").lower() not in ("off", "0", "false", "no"),
+            role=_role(_env("LEADSCORE_ROLE", "worker")),
         )
 
     @property
@@ -89,6 +95,21 @@ class Settings:
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}.{name}"
+
+    @property
+    def app_id(self) -> str:
+        """The Faust app id, i.e. the consumer group: workers share one; ingest processes,
+        which consume none of leadscore's topics, get their own."""
+        return self.topic_prefix if self.role == "worker" else f"{self.topic_prefix}-{self.role}"
+
+
+ROLES = ("worker", "ingest")
+
+
+def _role(value: str) -> str:
+    if value not in ROLES:
+        raise ValueError(f"LEADSCORE_ROLE must be one of {', '.join(ROLES)}, not {value!r}")
+    return value
 
 
 settings = Settings.from_env()
