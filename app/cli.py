@@ -27,6 +27,21 @@ def main() -> None:
 @click.option("--loglevel", default=None, help="debug, info, warning, error.")
 def worker(web_port: int | None, datadir: Path | None, loglevel: str | None) -> None:
     """Run one Faust worker: scoring, sink, sweep and the HTTP API."""
+    _run_worker(web_port, datadir, loglevel)
+
+
+@main.command()
+@click.option("--web-port", type=int, default=None, help="HTTP port (default WEB_PORT or 6066).")
+@click.option("--loglevel", default=None, help="debug, info, warning, error.")
+def ingest(web_port: int | None, loglevel: str | None) -> None:
+    """Run an ingest process: only POST /api/events, /api/events/batch, /api/sdk/events and
+    /api/health. It consumes none of leadscore's topics and keeps no tables, so scoring never
+    queues ahead of a 202; run several next to the workers, behind one load balancer."""
+    os.environ["LEADSCORE_ROLE"] = "ingest"
+    _run_worker(web_port, None, loglevel)
+
+
+def _run_worker(web_port: int | None, datadir: Path | None, loglevel: str | None) -> None:
     if web_port is not None:
         os.environ["WEB_PORT"] = str(web_port)
     if datadir is not None:
@@ -44,7 +59,7 @@ def worker(web_port: int | None, datadir: Path | None, loglevel: str | None) -> 
 
     from app.settings import settings
 
-    (settings.data_dir / settings.topic_prefix).mkdir(parents=True, exist_ok=True)
+    (settings.data_dir / settings.app_id).mkdir(parents=True, exist_ok=True)
     from app.faust_patches import unsent_messages
     from app.worker import app
     from tables.local_state import discard_unless_stopped_cleanly, mark_stopped_cleanly

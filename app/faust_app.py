@@ -19,12 +19,12 @@ ProducerBuffer.max_messages = 10_000
 __all__ = ["app"]
 
 app = faust.App(
-    settings.topic_prefix,
+    settings.app_id,
     version=settings.app_version,
     broker=settings.kafka_url,
     store="rocksdb://",
     # Faust's table paths do not include the app id: keep deployments apart by prefix.
-    datadir=str(settings.data_dir / settings.topic_prefix),
+    datadir=str(settings.data_dir / settings.app_id),
     topic_partitions=settings.partitions,
     topic_replication_factor=settings.replication_factor,
     table_standby_replicas=settings.standby_replicas,

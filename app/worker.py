@@ -9,17 +9,20 @@ from app.topology import app
 
 __all__ = ["app", "modules"]
 
-_MODULES = [
-    "agents.scoring",
-    "agents.identity",
-    "agents.sweep",
-    "web.events",
-    "web.health",
-    "web.leads",
-    "web.projects",
-    "web.admin",
-]
-if settings.sink_enabled:
-    _MODULES.append("agents.sink")
+if settings.role == "ingest":  # HTTP ingest only: produces events, consumes nothing
+    _MODULES = ["web.events", "web.health"]
+else:
+    _MODULES = [
+        "agents.scoring",
+        "agents.identity",
+        "agents.sweep",
+        "web.events",
+        "web.health",
+        "web.leads",
+        "web.projects",
+        "web.admin",
+    ]
+    if settings.sink_enabled:
+        _MODULES.append("agents.sink")
 
 modules = tuple(importlib.import_module(name) for name in _MODULES)

@@ -59,10 +59,13 @@ class Deployment:
 
 
 class WorkerProcess:
-    """A `leadscore worker` subprocess with its own port and data dir."""
+    """A `leadscore worker` (or `ingest`) subprocess with its own port and data dir."""
 
-    def __init__(self, deployment: Deployment, tmp: Path, name: str) -> None:
+    def __init__(
+        self, deployment: Deployment, tmp: Path, name: str, command: str = "worker"
+    ) -> None:
         self.deployment = deployment
+        self.command = command  # `leadscore worker` or `leadscore ingest`
         self.port = free_port()
         self.datadir = tmp / f"{deployment.prefix}-{name}"
         self.log_path = tmp / f"{deployment.prefix}-{name}.log"
@@ -77,7 +80,7 @@ class WorkerProcess:
         env.update(WEB_PORT=str(self.port), LEADSCORE_DATA_DIR=str(self.datadir))
         log = open(self.log_path, "ab")  # noqa: SIM115 — handed to the child
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "worker"],
+            [sys.executable, "-m", "app.cli", self.command],
             cwd=ROOT,
             env=env,
             stdout=log,
