@@ -74,6 +74,7 @@ class Sizes:
     standby_variant: bool  # also measure two workers with LEADSCORE_STANDBY_REPLICAS=0
     two_workers: bool = True  # measure (6); --quick leaves it out to stay near a minute
     deep: bool = True  # measure the `deep` workload of (8); likewise
+    ingest_process: bool = True  # measure (4b), ingest through a `leadscore ingest`; likewise
 
 
 QUICK = Sizes(
@@ -98,6 +99,7 @@ QUICK = Sizes(
     standby_variant=False,
     two_workers=False,
     deep=False,
+    ingest_process=False,
 )
 DEFAULT = Sizes(
     name="default",
@@ -535,15 +537,22 @@ class Suite:
         batch_events = [_event(rng, f"wrk-b{i % 700}") for i in range(s.batch_size)]
         out: dict[str, Any] = {"generator": "wrk" if wrk else "python-aiohttp"}
 
-        async def one(n: int, mode: str, concurrency: int, profile: bool) -> dict[str, Any]:
+        async def one(
+            n: int, mode: str, concurrency: int, profile: bool, ingest_process: bool = False
+        ) -> dict[str, Any]:
             d = self.deployment(f"h{n}")
             await d.create()
             w = d.worker("w1", LEADSCORE_SINK="off")
             w.start()
+            # with `ingest_process`, requests go to a `leadscore ingest` process of their own
+            target = d.worker("i1", LEADSCORE_ROLE="ingest") if ingest_process else w
+            if ingest_process:
+                target.start()
             run: ProfileRun | None = None
             try:
                 await w.wait_healthy()
-                cpu = self.cpu([w])
+                await target.wait_healthy()
+                cpu = self.cpu([w, target] if ingest_process else [w])
                 if profile:  # the load generator's first second (connections) is left out
                     seconds = max(1.0, s.http_seconds - 2)
                     path = self.workdir / f"profile-http-{mode}.txt"
@@ -553,7 +562,7 @@ class Suite:
                         run_wrk,
                         wrk,
                         mode,
-                        w.url,
+                        target.url,
                         d.api_key,
                         duration=s.http_seconds,
                         connections=concurrency,
@@ -563,7 +572,7 @@ class Suite:
                     r = await self._python_load(
                         {
                             "mode": mode,
-                            "url": w.url,
+                            "url": target.url,
                             "apiKey": d.api_key,
                             "duration": s.http_seconds,
                             "concurrency": concurrency,
@@ -572,16 +581,19 @@ class Suite:
                     )
                 r["cpu"] = cpu.read()
                 r["scoredDuringRun"] = await self.probe.total(d.topic("lead-changes"), 8)
+                r["ingestProcess"] = ingest_process
                 w.check()
+                target.check()
                 if run is not None:
                     r["profile"] = await asyncio.to_thread(run.finish, 60)
                     r["profile"].update(seconds=seconds, rawFile=str(path.relative_to(ROOT)))
             finally:
                 if run is not None:
                     run.kill()
-                w.stop()
+                d.stop_all()
+            via = " via an ingest process" if ingest_process else ""
             log(
-                f"    {mode} c={concurrency}: {r['eventsPerSec']:,.0f} events/s, "
+                f"    {mode}{via} c={concurrency}: {r['eventsPerSec']:,.0f} events/s, "
                 f"{r['requestsPerSec']:,.0f} req/s, p99 {r['latency'].get('p99Ms')} ms"
             )
             return r
@@ -592,6 +604,13 @@ class Suite:
             for i, c in enumerate(s.single_concurrency, start=1)
         ]
         out["batch"] = await one(0, "batch", s.batch_concurrency, profile=True)
+        if s.ingest_process:  # (4b) the same load on a `leadscore ingest` next to the worker
+            out["singleViaIngest"] = await one(
+                90, "single", max(s.single_concurrency), profile=False, ingest_process=True
+            )
+            out["batchViaIngest"] = await one(
+                91, "batch", s.batch_concurrency, profile=False, ingest_process=True
+            )
         self.results["http"] = out
 
     async def _python_load(self, cfg: dict[str, Any], timeout: float = 300) -> dict[str, Any]:
