@@ -34,10 +34,21 @@ def worker(web_port: int | None, datadir: Path | None, loglevel: str | None) -> 
 @click.option("--web-port", type=int, default=None, help="HTTP port (default WEB_PORT or 6066).")
 @click.option("--loglevel", default=None, help="debug, info, warning, error.")
 def ingest(web_port: int | None, loglevel: str | None) -> None:
-    """Run an ingest process: only POST /api/events, /api/events/batch, /api/sdk/events and
-    /api/health. It consumes none of leadscore's topics and keeps no tables, so scoring never
+    """Run an ingest process: only POST /api/events, /api/events/batch, /api/ingest/event and
+    GET /api/health. It consumes none of leadscore's topics and keeps no tables, so scoring never
     queues ahead of a 202; run several next to the workers, behind one load balancer."""
     os.environ["LEADSCORE_ROLE"] = "ingest"
+    _run_worker(web_port, None, loglevel)
+
+
+@main.command()
+@click.option("--web-port", type=int, default=None, help="HTTP port (default WEB_PORT or 6066).")
+@click.option("--loglevel", default=None, help="debug, info, warning, error.")
+def sink(web_port: int | None, loglevel: str | None) -> None:
+    """Run a sink process: lead-changes -> MongoDB in a consumer group of its own, so writing to
+    MongoDB overlaps with scoring instead of waiting behind it; run the workers with
+    LEADSCORE_SINK=off. Serves only /api/health."""
+    os.environ["LEADSCORE_ROLE"] = "sink"
     _run_worker(web_port, None, loglevel)
 
 

@@ -60,9 +60,10 @@ class Settings:
     or a deployment that runs sinks on separate workers)."""
 
     role: str = "worker"
-    """LEADSCORE_ROLE: `worker` (default: scoring, identity, sweep, sink, every API) or `ingest`
-    (only the ingest endpoints and health: no consumer of leadscore's topics, no tables), to
-    run HTTP ingest in processes of its own next to the workers (`leadscore ingest`)."""
+    """LEADSCORE_ROLE: `worker` (default: scoring, identity, sweep, sink, every API), `ingest`
+    (only the ingest endpoints and health: no consumer of leadscore's topics, no tables;
+    `leadscore ingest`) or `sink` (only the MongoDB sink and health, in a consumer group of its
+    own; `leadscore sink`, next to workers run with LEADSCORE_SINK=off)."""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -98,12 +99,12 @@ class Settings:
 
     @property
     def app_id(self) -> str:
-        """The Faust app id, i.e. the consumer group: workers share one; ingest processes,
-        which consume none of leadscore's topics, get their own."""
+        """The Faust app id, i.e. the consumer group: workers share one; ingest and sink
+        processes, which must not be assigned the workers' partitions, get their own."""
         return self.topic_prefix if self.role == "worker" else f"{self.topic_prefix}-{self.role}"
 
 
-ROLES = ("worker", "ingest")
+ROLES = ("worker", "ingest", "sink")
 
 
 def _role(value: str) -> str:

@@ -11,6 +11,8 @@ __all__ = ["app", "modules"]
 
 if settings.role == "ingest":  # HTTP ingest only: produces events, consumes nothing
     _MODULES = ["web.events", "web.health"]
+elif settings.role == "sink":  # lead-changes -> MongoDB, in a consumer group of its own
+    _MODULES = ["agents.sink", "web.health"]
 else:
     _MODULES = [
         "agents.scoring",

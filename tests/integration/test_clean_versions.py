@@ -34,6 +34,7 @@ async def test_clean_versions_removes_only_older_epochs(
         f"{prefix}-email-owners-changelog",
         f"{prefix}-__assignor-__leader",
         f"{prefix}-ingest-__assignor-__leader",
+        f"{prefix}-sink-__assignor-__leader",
     ]
     kept = [
         f"{prefix}-v2-lead-state-changelog",
@@ -42,7 +43,7 @@ async def test_clean_versions_removes_only_older_epochs(
         f"{prefix}-eu-lead-state-changelog",  # another deployment, prefix "{prefix}-eu"
         f"{prefix}.events",
     ]
-    for role_dir in (prefix, f"{prefix}-ingest"):
+    for role_dir in (prefix, f"{prefix}-ingest", f"{prefix}-sink"):
         for version in (1, 2):
             (tmp_path / role_dir / f"v{version}" / "tables").mkdir(parents=True)
     await ensure_topics(settings)  # the control topic, where the current epoch is recorded
@@ -61,6 +62,6 @@ async def test_clean_versions_removes_only_older_epochs(
 
     assert set(kept) <= topics, sorted(set(kept) - topics)
     assert sorted(r for r in removed if r.startswith("topic ")) == sorted(f"topic {t}" for t in old)
-    for role_dir in (prefix, f"{prefix}-ingest"):
+    for role_dir in (prefix, f"{prefix}-ingest", f"{prefix}-sink"):
         assert not (tmp_path / role_dir / "v1").exists()
         assert (tmp_path / role_dir / "v2" / "tables").exists()
