@@ -117,6 +117,20 @@ def rows(report: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                 f"{_cpu(m['cpuCores'])}",
             )
         )
+        if "materializeSinkProcess" in r:
+            m2 = r["materializeSinkProcess"]
+            out.append(
+                (
+                    "(3b) The same, the sink in a `leadscore sink` process of its own (the worker "
+                    "with `LEADSCORE_SINK=off`)",
+                    _n(m2["eventsPerSec"]),
+                    _ratio(m2["eventsPerSec"], pt),
+                    f"scoring part {_n(m2['scoringEventsPerSec'])}/s; **÷ (3) = "
+                    f"{_ratio(m2['eventsPerSec'], m['eventsPerSec'])}**; sink ÷ server raw = "
+                    f"{_ratio(m2['eventsPerSec'], plain)} (plain), "
+                    f"{_ratio(m2['eventsPerSec'], sinkish)} (exact writes); {_cpu(m2['cpuCores'])}",
+                )
+            )
         if plain:
             p = ref["plain"]
             out.append(

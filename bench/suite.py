@@ -75,6 +75,7 @@ class Sizes:
     two_workers: bool = True  # measure (6); --quick leaves it out to stay near a minute
     deep: bool = True  # measure the `deep` workload of (8); likewise
     ingest_process: bool = True  # measure (4b), ingest through a `leadscore ingest`; likewise
+    sink_process: bool = True  # measure (3b), the sink in a `leadscore sink` process; likewise
 
 
 QUICK = Sizes(
@@ -100,6 +101,7 @@ QUICK = Sizes(
     two_workers=False,
     deep=False,
     ingest_process=False,
+    sink_process=False,
 )
 DEFAULT = Sizes(
     name="default",
@@ -307,6 +309,24 @@ class Suite:
         await self._phase("mongoRaw", lambda: self.mongo_raw(d))
         await self._phase("latency", lambda: self.latency(d, w))
         w.stop()
+        if s.sink_process:
+            await self._phase("sinkProcess", self.sink_process_deployment)
+
+    async def sink_process_deployment(self) -> None:
+        """(3b): the workload of (3) on a worker without sink plus a `leadscore sink` process."""
+        s = self.sizes
+        d = self.deployment("n")
+        workload = await self.prepare(d, s.mat_leads, s.mat_events)
+        log("(3b) scored and materialized: worker with LEADSCORE_SINK=off + a sink process")
+        w = d.worker("w1", LEADSCORE_SINK="off")
+        sink = d.worker("sink", LEADSCORE_ROLE="sink")
+        m = await self.drain(d, [w, sink], workload, version=1, mongo=True)
+        self.results["materializeSinkProcess"] = m
+        d.stop_all()
+        log(
+            f"    {m['eventsPerSec']:,.0f} events/s scored and in MongoDB "
+            f"(scoring part done after {m.get('scoredAfterSeconds')} s)"
+        )
 
     # -- measurements --------------------------------------------------------------------------
     async def passthrough(self, d: Deployment, workload: WireWorkload) -> None:
