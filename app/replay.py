@@ -42,7 +42,7 @@ TABLES = ("lead-state", "email-owners")
 
 def app_id(settings: Settings, version: int, role: str = "worker") -> str:
     """Faust's app id, which is also the consumer group and the changelog topic prefix."""
-    base = settings.topic_prefix if role == "worker" else f"{settings.topic_prefix}-{role}"
+    base = settings.app_id_of(role)
     return base if version <= 1 else f"{base}-v{version}"
 
 
@@ -181,7 +181,7 @@ async def clean_old_versions(settings: Settings) -> list[str]:
         await admin.close()
     removed = [f"topic {t}" for t in stale]
     for version in range(1, current):
-        paths = [settings.data_dir / app_id(settings, 1, role) / f"v{version}" for role in ROLES]
+        paths = [settings.data_dir / settings.app_id_of(role) / f"v{version}" for role in ROLES]
         for path in filter(Path.exists, paths):
             shutil.rmtree(path)
             removed.append(f"dir {path}")

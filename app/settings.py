@@ -99,9 +99,13 @@ class Settings:
 
     @property
     def app_id(self) -> str:
-        """The Faust app id, i.e. the consumer group: workers share one; ingest and sink
-        processes, which must not be assigned the workers' partitions, get their own."""
-        return self.topic_prefix if self.role == "worker" else f"{self.topic_prefix}-{self.role}"
+        """The Faust app id of this process, i.e. its consumer group (see `app_id_of`)."""
+        return self.app_id_of(self.role)
+
+    def app_id_of(self, role: str) -> str:
+        """Workers share one app id; ingest and sink processes, which must not be assigned the
+        workers' partitions, get their own. Faust appends `-v{N}` from app version 2 on."""
+        return self.topic_prefix if role == "worker" else f"{self.topic_prefix}-{role}"
 
 
 ROLES = ("worker", "ingest", "sink")
