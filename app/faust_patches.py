@@ -6,7 +6,7 @@
    was sent within 0.1 s, and the message its background task is handing to aiokafka is counted
    nowhere. Under backpressure the flush returned with changelog writes still queued, their
    records' offsets were committed, and a worker killed then lost those writes. `flush()` here
-   waits until the queue is empty *and* no send is in flight.
+   waits until every message queued or in flight when it was called has been handed on (4).
 
 2. **A position for every assigned partition.** After a rebalance Faust resumes the stream
    partitions, seeks them "to committed", then resumes flow, which clears every stream buffer.
