@@ -33,6 +33,15 @@
    discarded anyway (`tables/local_state.py`), and after a clean stop an older offset merely
    re-applies a little more of the changelog over identical values. So the newest offset per
    partition is kept in memory and written after each commit and when the table stops.
+
+6. **Seek with delivery stopped.** After restoring tables Faust resumes the stream partitions
+   with flow already running (it ran to read the changelogs), seeks them "to committed", then
+   clears the stream buffers. Records fetched between the seek and the clear were buffered,
+   set the read offset past themselves and were cleared; re-fetched, they fell below that read
+   offset and were dropped as already seen. Never processed, they stalled the commit, or — one
+   record at the head, which Faust's gap check lets through — were skipped for good. Flow is
+   now stopped before such a seek, so nothing fetched from the new positions is delivered
+   before the clear (docs/adr/0012).
 """
 
 from __future__ import annotations
@@ -56,6 +65,7 @@ _UNPERSISTED = "_leadscore_unpersisted_offsets"
 _SENT = "_leadscore_sent"
 _WAITERS = "_leadscore_waiters"
 _YIELD_EVERY = 32
+_TURNS_TO_SEE_THE_STOP = 5
 
 
 async def _send_pending(self: Any, fut: Any, _original: Any = ProducerBuffer._send_pending) -> None:
@@ -115,6 +125,20 @@ async def _seek_to_committed(self: Any) -> Mapping[TP, int | None]:
     if never_committed:
         await self.call_thread(consumer.seek_to_beginning, *never_committed)
     return committed
+
+
+async def _perform_seek(self: Any, _original: Any = Consumer.perform_seek) -> None:
+    """Seek with delivery stopped (6). Every caller clears the stream buffers and resumes flow
+    right after, so records fetched from the new positions are delivered only after that."""
+    if self.flow_active:
+        self.stop_flow()
+        # Let the fetch loop see the stop first: a record it is handing on is abandoned and its
+        # read offset recorded before the seek resets the read offsets, not after (a stale, higher
+        # read offset would drop the re-fetched records below it). That takes three turns of
+        # the event loop; the seek's own round trip to the consumer thread adds more.
+        for _ in range(_TURNS_TO_SEE_THE_STOP):
+            await asyncio.sleep(0)
+    await _original(self)
 
 
 def _ack(self: Any, message: Any, _original: Any = Consumer.ack) -> bool:
@@ -184,6 +208,7 @@ def apply() -> None:
     ProducerBuffer.flush = _flush  # type: ignore[method-assign]
     ProducerBuffer.wait_until_ebb = _wait_until_ebb  # type: ignore[method-assign]
     AIOKafkaConsumerThread.seek_to_committed = _seek_to_committed  # type: ignore[method-assign,assignment]
+    Consumer.perform_seek = _perform_seek  # type: ignore[method-assign]
     Consumer.ack = _ack  # type: ignore[method-assign]
     Consumer.on_partitions_assigned = _on_partitions_assigned  # type: ignore[method-assign]
     Collection._on_changelog_sent = _remember_changelog_offset  # type: ignore[method-assign]

@@ -324,3 +324,48 @@ async def test_three_workers_one_killed_mid_load_lose_and_double_nothing(
             assert status == 200, body
             bodies.append({k: body[k] for k in ("leadId", "eventCount", "currentScore", "aliases")})
         assert bodies[0] == bodies[1] == bodies[2]
+
+
+async def test_events_sent_while_workers_join_and_leave_are_each_counted_once(
+    own_deployment: Any, http: aiohttp.ClientSession
+) -> None:
+    """Records that arrive while a rebalance resumes its streams are neither lost nor doubled.
+
+    Load flows the whole time (5 events every ~40 ms) while the group changes four times, so
+    records keep landing inside each rebalance's seek-and-resume window (docs/adr/0012).
+    """
+    deployment, tmp, db, workers = own_deployment
+    deployment.partitions = 6
+    api, pid = await _one_worker_project(own_deployment, http, "churn")
+    events = _events(12_000, 80, seed=17)  # more than the load can send meanwhile
+    sent: list[dict[str, Any]] = []
+    membership_settled = asyncio.Event()
+
+    async def steady_load() -> None:
+        for start in range(0, len(events), 5):
+            if membership_settled.is_set():
+                return
+            await api.send_events(events[start : start + 5])
+            sent.extend(events[start : start + 5])
+            await asyncio.sleep(0.04)
+
+    load = asyncio.create_task(steady_load())
+    try:
+        for change in ("join w2", "join w3", "w2 leaves", "w2 rejoins"):
+            if change.startswith("join"):
+                workers.append(await start_worker(deployment, tmp, change.split()[1]))
+            elif change == "w2 leaves":
+                workers[1].stop()
+            else:
+                workers[1].start()
+                await workers[1].wait_healthy()
+            await asyncio.sleep(6)  # the rebalance and its recovery happen under load
+            assert not load.done(), "the load ended before the group stopped changing"
+    finally:
+        membership_settled.set()
+        await load
+
+    ref = Reference()
+    for e in sent:
+        ref.add_wire(e)
+    await wait_mongo_matches(db, pid, ref, timeout=150)
