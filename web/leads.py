@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -71,12 +72,22 @@ async def _route_to_owner(
 _FORWARDED = {"x-api-key", "accept"}
 
 
-class _OwnedLeadView(ApiView):
-    """A view of one lead, answered by the worker that owns it (following an alias once)."""
+@dataclass(frozen=True, slots=True)
+class _FoundLead:
+    """A lead found in this worker's table, read as of `now`."""
 
-    async def _lead(
-        self, request: Request, lead_id: str
-    ) -> tuple[ProjectRecord, bytes, LeadSummary, str] | Response:
+    project: ProjectRecord
+    key: bytes
+    summary: LeadSummary
+    requested: str  # the key the caller asked for (an alias, perhaps)
+    partition: int
+    now: int
+
+
+class _OwnedLeadView(ApiView):
+    """A view of one lead, answered by the worker that owns it (following aliases)."""
+
+    async def _lead(self, request: Request, lead_id: str) -> _FoundLead | Response:
         project = self.project(request)
         requested = request.query.get("requestedKey", lead_id)
         key = f"{project.projectId}:{lead_id}".encode()
@@ -99,20 +110,21 @@ class _OwnedLeadView(ApiView):
             state = lead_store.get(key)
         if not isinstance(state, LeadSummary):
             raise ApiError(404, "lead not found", [FieldError("leadId", "no such lead")])
-        return project, key, state, requested
+        partition = partition_for(key, settings.partitions)
+        return _FoundLead(project, key, state, requested, partition, now_us())
 
 
 @app.page("/api/leads/{lead_id}")
 class LeadView(_OwnedLeadView):
     async def get(self, request: Request, lead_id: str) -> Response:
         found = await self._lead(request, lead_id)
-        if not isinstance(found, tuple):
+        if not isinstance(found, _FoundLead):
             return found
-        project, key, summary, requested = found
-        now = now_us()
-        partition = partition_for(key, settings.partitions)
-        body = _public(lead_json(lead_store.view_at(key, partition, summary, project.scoring, now)))
-        body["requestedKey"] = requested
+        view = lead_store.view_at(
+            found.key, found.partition, found.summary, found.project.scoring, found.now
+        )
+        body = _public(lead_json(view))
+        body["requestedKey"] = found.requested
         return self.reply(body)
 
 
@@ -120,20 +132,18 @@ class LeadView(_OwnedLeadView):
 class IntelligenceView(_OwnedLeadView):
     async def get(self, request: Request, lead_id: str) -> Response:
         found = await self._lead(request, lead_id)
-        if not isinstance(found, tuple):
+        if not isinstance(found, _FoundLead):
             return found
-        project, key, summary, requested = found
-        now = now_us()
-        partition = partition_for(key, settings.partitions)
+        key, partition, summary, now = found.key, found.partition, found.summary, found.now
         day = VELOCITY_WINDOW_US
         last = lead_store.count_in_window(key, partition, now - day, now)
         previous = lead_store.count_in_window(key, partition, now - 2 * day, now - day)
-        view = lead_view(summary, now, project.scoring, last)
+        view = lead_view(summary, now, found.project.scoring, last)
         intel = assess(view.lead_stage, summary.last_timestamp, now, last, previous)
         return self.reply(
             {
                 "leadId": summary.lead_id,
-                "requestedKey": requested,
+                "requestedKey": found.requested,
                 "currentScore": view.current_score,
                 "leadStage": view.lead_stage,
                 "daysSinceLastEvent": intel.days_since_last_event,
