@@ -43,17 +43,22 @@ async def _produce(events: list[Event]) -> None:
     )
 
 
+async def _queue_one(view: ApiView, body: Any, project: ProjectRecord) -> Response:
+    """Validate one event, produce it, answer 202 with its eventId."""
+    try:
+        event = _validate(body, project, now_us())
+    except InvalidEvent as exc:
+        raise ApiError(422, "invalid event", exc.errors) from None
+    await _produce([event])
+    return view.reply({"status": "queued", "eventId": event.event_id}, status=202)
+
+
 @app.page("/api/events")
 class EventIngestView(ApiView):
     async def post(self, request: Request) -> Response:
         project = self.project(request)
         body = await self.json_body(request, max_bytes=MAX_EVENT_BYTES)
-        try:
-            event = _validate(body, project, now_us())
-        except InvalidEvent as exc:
-            raise ApiError(422, "invalid event", exc.errors) from None
-        await _produce([event])
-        return self.reply({"status": "queued", "eventId": event.event_id}, status=202)
+        return await _queue_one(self, body, project)
 
 
 @app.page("/api/events/batch")
@@ -99,9 +104,4 @@ class SdkIngestView(ApiView):
         if not isinstance(api_key, str) or not api_key:
             raise ApiError(401, "missing API key", [FieldError("apiKey", "is required")])
         project = self.project(request, api_key=api_key, field="apiKey")
-        try:
-            event = _validate(body, project, now_us())
-        except InvalidEvent as exc:
-            raise ApiError(422, "invalid event", exc.errors) from None
-        await _produce([event])
-        return self.reply({"status": "queued", "eventId": event.event_id}, status=202)
+        return await _queue_one(self, body, project)
