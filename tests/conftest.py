@@ -35,7 +35,7 @@ def work_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def deployment(stack: tuple[str, str]) -> Deployment:
-    return Deployment(bootstrap_servers=stack[0], mongo_url=stack[1])
+    return Deployment.on(stack)
 
 
 @pytest.fixture(scope="session")

@@ -42,6 +42,11 @@ class Deployment:
     admin_token: str = "test-admin-token"
     extra_env: dict[str, str] = field(default_factory=dict)
 
+    @classmethod
+    def on(cls, stack: tuple[str, str], **extra_env: str) -> Deployment:
+        """A new deployment on the test stack `(bootstrap servers, MongoDB URL)`, with settings."""
+        return cls(bootstrap_servers=stack[0], mongo_url=stack[1], extra_env=extra_env)
+
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
         env.update(

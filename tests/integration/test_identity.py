@@ -393,11 +393,7 @@ async def test_spec5_golden_example_end_to_end(
     stack: tuple[str, str], http: aiohttp.ClientSession, mongo_db: Any, tmp_path: Path
 ) -> None:
     golden = json.loads(GOLDEN_PATH.read_text(encoding="utf-8"))
-    deployment = Deployment(
-        bootstrap_servers=stack[0],
-        mongo_url=stack[1],
-        extra_env={"LEADSCORE_NOW": golden["now"]},
-    )
+    deployment = Deployment.on(stack, LEADSCORE_NOW=golden["now"])
     db = mongo_db.client[deployment.prefix]
     worker = WorkerProcess(deployment, tmp_path, "golden")
     await start_workers(worker)
@@ -1058,16 +1054,12 @@ async def cluster(
     mongo_db: Any,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[Cluster]:
-    deployment = Deployment(
-        bootstrap_servers=stack[0],
-        mongo_url=stack[1],
-        partitions=4,
-        extra_env={
-            "LEADSCORE_NOW": PINNED_NOW,
-            # a killed member is noticed in seconds, not the default minute
-            "BROKER_SESSION_TIMEOUT": "10",
-            "BROKER_HEARTBEAT_INTERVAL": "2",
-        },
+    deployment = Deployment.on(
+        stack,
+        LEADSCORE_NOW=PINNED_NOW,
+        # a killed member is noticed in seconds, not the default minute
+        BROKER_SESSION_TIMEOUT="10",
+        BROKER_HEARTBEAT_INTERVAL="2",
     )
     tmp = tmp_path_factory.mktemp("identity-cluster")
     workers = [WorkerProcess(deployment, tmp, f"w{i}") for i in (1, 2)]

@@ -95,7 +95,7 @@ async def _restart_scenario(
 ) -> None:
     """Events, a stop (`sig`) while a batch is being scored, a start with the same data dir; then
     the same events again (same eventIds) plus new ones: all agree with the reference."""
-    deployment = Deployment(bootstrap_servers=stack[0], mongo_url=stack[1])
+    deployment = Deployment.on(stack)
     db = mongo_db.client[deployment.prefix]
     worker = await start_worker(deployment, tmp_path, sig.name.lower())
     try:
@@ -150,7 +150,7 @@ async def test_spec6_mongodb_outage_under_load_loses_nothing(
     status = {s.name: s for s in await asyncio.to_thread(devstack.status)}
     if "mongo" not in status or status["mongo"].external:
         pytest.skip("MongoDB is external (MONGO_URL): devstack cannot stop it")
-    deployment = Deployment(bootstrap_servers=stack[0], mongo_url=stack[1])
+    deployment = Deployment.on(stack)
     db = mongo_db.client[deployment.prefix]
     worker = await start_worker(deployment, tmp_path, "outage")
     try:

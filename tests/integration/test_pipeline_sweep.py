@@ -29,11 +29,7 @@ MARGIN = 30 * 1_000_000  # how long after the first write the leads cross a boun
 async def test_spec6_sweep_refreshes_velocity_and_decayed_stage_of_idle_leads(
     stack: tuple[str, str], http: aiohttp.ClientSession, mongo_db: Any, tmp_path: Path
 ) -> None:
-    deployment = Deployment(
-        bootstrap_servers=stack[0],
-        mongo_url=stack[1],
-        extra_env={"LEADSCORE_SWEEP_INTERVAL": "3"},
-    )
+    deployment = Deployment.on(stack, LEADSCORE_SWEEP_INTERVAL="3")
     db = mongo_db.client[deployment.prefix]
     worker = await start_worker(deployment, tmp_path, "sweep")
     try:

@@ -147,11 +147,7 @@ async def _settled(db: Any, project_id: str, expected_events: int) -> None:
 
 @pytest.fixture
 async def own_deployment(stack: tuple[str, str], tmp_path: Path) -> Any:
-    deployment = Deployment(
-        bootstrap_servers=stack[0],
-        mongo_url=stack[1],
-        extra_env={"LEADSCORE_SESSION_TIMEOUT": "10"},
-    )
+    deployment = Deployment.on(stack, LEADSCORE_SESSION_TIMEOUT="10")
     client: AsyncIOMotorClient[Any] = AsyncIOMotorClient(stack[1], tz_aware=True)
     workers: list[WorkerProcess] = []
     try:

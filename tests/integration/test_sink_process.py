@@ -43,11 +43,7 @@ def _events(tag: str, count: int, rng: random.Random, now: int) -> list[dict[str
 async def test_a_sink_process_materializes_what_sink_less_workers_score(
     stack: tuple[str, str], http: aiohttp.ClientSession, mongo_db: Any, tmp_path: Path
 ) -> None:
-    deployment = Deployment(
-        bootstrap_servers=stack[0],
-        mongo_url=stack[1],
-        extra_env={"LEADSCORE_SINK": "off"},
-    )
+    deployment = Deployment.on(stack, LEADSCORE_SINK="off")
     db = mongo_db.client[deployment.prefix]
     worker = WorkerProcess(deployment, tmp_path, "w1")
     sink = WorkerProcess(deployment, tmp_path, "sink", command="sink")
