@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -18,6 +19,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from mode import Service
 
+from app.faults import is_temporary
 from app.mongo import Mongo
 from app.records import ProjectRecord, ProjectSettings, RuleModel
 from app.settings import Settings
@@ -25,6 +27,7 @@ from app.settings import Settings
 __all__ = ["ProjectDirectory", "ProjectRegistry", "hash_api_key", "new_api_key"]
 
 Publish = Callable[[bytes, bytes], Awaitable[None]]
+log = logging.getLogger(__name__)
 
 
 def new_api_key() -> str:
@@ -50,6 +53,8 @@ class ProjectDirectory(Service):
         self._position = 0
         self._advanced = asyncio.Condition()
         self._loaded = asyncio.Event()
+        self.skipped: dict[str, str] = {}
+        """record key (the projectId) → why its latest record was skipped (`/api/health`)."""
 
     # -- lookups -----------------------------------------------------------------------------
     def get(self, project_id: str) -> ProjectRecord | None:
@@ -100,16 +105,43 @@ class ProjectDirectory(Service):
         if self._consumer is not None:
             await self._consumer.stop()
 
+    def receive(self, key: bytes | None, value: bytes | None) -> None:
+        """Apply one record of the topic; one that does not parse is skipped and remembered.
+
+        The topic is read by every process at start-up: a record that cannot be applied must
+        never stop them (SPEC 12). The project keeps its last good record, and `/api/health`
+        reports the skip, naming the project, until a good record for it arrives.
+        """
+        name = key.decode(errors="replace") if key else "(no key)"
+        if value is None:
+            return  # a tombstone: projects are never deleted through the topic
+        try:
+            record = ProjectRecord.model_validate(orjson.loads(value))
+        except ValueError as exc:  # orjson's and pydantic's errors are ValueErrors
+            reason = " ".join(str(exc).split())[:300]
+            log.error("projects topic: record of %s skipped: %s", name, reason)
+            self.skipped[name] = reason
+            return
+        self.skipped.pop(name, None)
+        self.apply(record)
+
     async def _tail(self) -> None:
         assert self._consumer is not None
         while not self.should_stop:
-            batches = await self._consumer.getmany(self._tp, timeout_ms=500)
+            try:
+                batches = await self._consumer.getmany(self._tp, timeout_ms=500)
+                if not batches:
+                    position = await self._consumer.position(self._tp)
+                    self._position = max(self._position, position)
+            except Exception as exc:
+                if not is_temporary(exc):
+                    raise
+                log.warning("projects topic: temporary fault, retrying: %r", exc)
+                await asyncio.sleep(1.0)
+                continue
             for message in batches.get(self._tp, []):
-                if message.value is not None:
-                    self.apply(ProjectRecord.model_validate(orjson.loads(message.value)))
+                self.receive(message.key, message.value)
                 self._position = message.offset + 1
-            if not batches:
-                self._position = max(self._position, await self._consumer.position(self._tp))
             async with self._advanced:
                 self._advanced.notify_all()
 

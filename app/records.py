@@ -7,11 +7,14 @@ from functools import cached_property
 from typing import Any, Literal
 
 import orjson
+from bson import encode as bson_encode
+from bson.errors import InvalidDocument
 from pydantic import BaseModel, ConfigDict, Field
 
 from core.config import DEFAULT_RULES, Rule, ScoringConfig, StageThresholds
+from core.events import Event, FieldError
 from core.lead import HistoryRow, LeadView
-from core.timeutil import format_timestamp
+from core.timeutil import format_timestamp, parse_timestamp
 
 __all__ = [
     "LEAD_CHANGE_SCHEMA",
@@ -21,8 +24,11 @@ __all__ = [
     "StageThresholdsModel",
     "history_row_json",
     "lead_change",
+    "lead_changes",
     "lead_json",
     "lead_removal",
+    "split_by_bytes",
+    "storability_errors",
 ]
 
 LEAD_CHANGE_SCHEMA = 1
@@ -188,3 +194,75 @@ def lead_change(
             "history": [history_row_json(r) for r in rows],
         }
     )
+
+
+def lead_changes(
+    kind: ChangeKind,
+    view: LeadView,
+    rows: Iterable[HistoryRow] = (),
+    *,
+    epoch: int = 0,
+    max_bytes: int,
+) -> list[bytes]:
+    """One LeadChange split into messages of at most `max_bytes` (encoded), each carrying the
+    whole lead at the same version and a run of the rows.
+
+    The sink guards each history row by version, so parts of one change apply in any order and
+    any number of times; the lead document is written by the first part to arrive and left
+    alone by the others (same version). A late event on a lead with thousands of later events
+    rewrites all of their rows — one message would outgrow the producer's limit.
+    """
+    head = orjson.dumps(
+        {"schema": LEAD_CHANGE_SCHEMA, "kind": kind, "lead": lead_json(view, epoch), "history": []}
+    )
+    encoded = [orjson.dumps(history_row_json(r)) for r in rows]
+    if not encoded:
+        return [head]
+    base = head[:-2]  # up to `"history":[`, closed again below
+    return [
+        base + b",".join(part) + b"]}"
+        for part in split_by_bytes(encoded, max_bytes - len(head), separator=1)
+    ]
+
+
+def split_by_bytes(items: Iterable[bytes], budget: int, *, separator: int = 1) -> list[list[bytes]]:
+    """Encoded items in runs whose total size (plus `separator` bytes between items) stays
+    within `budget`; an item larger than the budget travels alone (its size is bounded by the
+    event limits of SPEC 2, far below any broker's limit)."""
+    parts: list[list[bytes]] = []
+    current: list[bytes] = []
+    size = 0
+    for item in items:
+        extra = len(item) + (separator if current else 0)
+        if current and size + extra > budget:
+            parts.append(current)
+            current, size, extra = [], 0, len(item)
+        current.append(item)
+        size += extra
+    if current:
+        parts.append(current)
+    return parts
+
+
+_MIN_TIMESTAMP = parse_timestamp("1970-01-01T00:00:00+00:00")
+_MAX_TIMESTAMP = parse_timestamp("9999-12-31T23:59:59.999999+00:00")
+
+
+def storability_errors(event: Event) -> list[FieldError]:
+    """What would keep a valid-looking event from being written to the tables, the topics and
+    MongoDB and read back unchanged (SPEC 12).
+
+    The consumers check this before any table write: the events topic is a public wire format,
+    and a record produced by another client (or logged before the API refused such values) must
+    be dead-lettered whole, not fail half-way through — leaving a lead, the sweep or the sink
+    tripping over it on every pass.
+    """
+    errors: list[FieldError] = []
+    if not _MIN_TIMESTAMP <= event.timestamp <= _MAX_TIMESTAMP:
+        errors.append(FieldError("timestamp", "must lie between 1970-01-01 and 9999-12-31 (UTC)"))
+    if event.properties:
+        try:
+            bson_encode({"properties": event.properties})
+        except (InvalidDocument, OverflowError, ValueError, TypeError) as exc:
+            errors.append(FieldError("properties", f"cannot be stored: {exc}"))
+    return errors

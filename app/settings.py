@@ -64,6 +64,10 @@ class Settings:
     (only the ingest endpoints and health: no consumer of leadscore's topics, no tables;
     `leadscore ingest`) or `sink` (only the MongoDB sink and health, in a consumer group of its
     own; `leadscore sink`, next to workers run with LEADSCORE_SINK=off)."""
+    max_message_bytes: int = 900_000
+    """LEADSCORE_MAX_MESSAGE_BYTES: largest message leadscore produces to its own topics; bigger
+    outputs (a lead change rewriting thousands of history rows, a merge's events) are split.
+    Keep it below the producer's and the broker's limits (1 MB by default), with headroom."""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -88,6 +92,7 @@ class Settings:
             fixed_now=_env("LEADSCORE_NOW", ""),
             sink_enabled=_env("LEADSCORE_SINK", "on").lower() not in ("off", "0", "false", "no"),
             role=_role(_env("LEADSCORE_ROLE", "worker")),
+            max_message_bytes=max(64 * 1024, int(_env("LEADSCORE_MAX_MESSAGE_BYTES", "900000"))),
         )
 
     @property

@@ -22,6 +22,7 @@ from typing import Any
 
 from faust.types import TableT
 
+from app import faults
 from app.faust_app import app
 from app.settings import settings
 from core.config import ScoringConfig
@@ -74,6 +75,7 @@ class LeadStore:
 
     def put_summary(self, key: bytes, summary: LeadSummary) -> None:
         """Written last for a record: it marks the record as fully applied."""
+        faults.inject("table-write")  # tests: a disk-full error after the record's other writes
         self.table[_SUMMARY + key] = encode_summary(summary)
 
     def put_alias(self, key: bytes, alias: Alias) -> None:
