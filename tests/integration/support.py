@@ -457,3 +457,40 @@ async def consume_all(
         return found
     finally:
         await consumer.stop()
+
+
+async def produce_raw(
+    bootstrap_servers: str,
+    topic: str,
+    records: list[tuple[bytes | None, bytes | None]],
+    partition: int | None = None,
+) -> list[tuple[int, int]]:
+    """Produce records as any Kafka client could (acks=all); their (partition, offset)s."""
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all")
+    await producer.start()
+    try:
+        placed = []
+        for key, value in records:
+            meta = await producer.send_and_wait(topic, value, key=key, partition=partition)
+            placed.append((meta.partition, meta.offset))
+        return placed
+    finally:
+        await producer.stop()
+
+
+async def dead_letters(
+    bootstrap_servers: str, prefix: str, keep: Callable[[dict[str, Any]], bool], count: int
+) -> list[dict[str, Any]]:
+    """The first `count` dead-letter records (decoded) of deployment `prefix` that `keep` takes."""
+    import orjson
+
+    found = await consume_all(
+        bootstrap_servers,
+        f"{prefix}.dead-letter",
+        keep=lambda r: keep(orjson.loads(r.value)),
+        until=lambda got: len(got) >= count,
+        timeout=90,
+    )
+    return [orjson.loads(r.value) for r in found]

@@ -1,0 +1,152 @@
+"""ADR 0015's error classes, the storability check every consumer runs before a table write,
+and the byte-bounded splitting of leadscore's own messages (pure code, no services)."""
+
+from __future__ import annotations
+
+import errno
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka import errors as kafka_errors
+from bson.errors import InvalidDocument
+from hypothesis import given
+from hypothesis import strategies as st
+from pymongo import errors as mongo_errors
+
+from app.faults import is_temporary
+from app.records import lead_change, lead_changes, split_by_bytes, storability_errors
+from core.config import default_config
+from core.events import Event
+from core.lead import HistoryRow, LeadSummary, lead_view
+from core.timeutil import US_PER_DAY, parse_timestamp
+
+
+def _bulk_error(*codes: int, concern: bool = False) -> mongo_errors.BulkWriteError:
+    return mongo_errors.BulkWriteError(
+        {
+            "writeErrors": [
+                {"index": i, "code": c, "errmsg": f"e{c}"} for i, c in enumerate(codes)
+            ],
+            "writeConcernErrors": [{"code": 64}] if concern else [],
+        }
+    )
+
+
+TEMPORARY: list[BaseException] = [
+    OSError(errno.ENOSPC, "No space left on device"),
+    ConnectionResetError(),
+    TimeoutError(),
+    Exception("IO error: No space left on device: While appending to file"),  # rocksdict
+    kafka_errors.KafkaTimeoutError(),
+    kafka_errors.KafkaConnectionError(),
+    kafka_errors.NotLeaderForPartitionError(),
+    kafka_errors.RequestTimedOutError(),
+    mongo_errors.AutoReconnect("connection closed"),
+    mongo_errors.ServerSelectionTimeoutError("no servers"),
+    mongo_errors.NotPrimaryError("not primary"),
+    mongo_errors.NetworkTimeout("timed out"),
+    mongo_errors.OperationFailure("stepped down", code=189),
+    _bulk_error(91, 189),
+    _bulk_error(11000, concern=True),
+]
+PERMANENT: list[BaseException] = [
+    ValueError("invalid"),
+    KeyError("projectId"),
+    TypeError("unhashable"),
+    OverflowError("MongoDB can only handle up to 8-byte ints"),
+    InvalidDocument("Key names must not contain the NULL byte"),
+    mongo_errors.DocumentTooLarge("too large"),
+    mongo_errors.OperationFailure("bad value", code=2),
+    _bulk_error(2),
+    _bulk_error(189, 2),  # one refused write makes the batch permanent: it must be split
+    kafka_errors.MessageSizeTooLargeError(),
+    RuntimeError("3 upserts kept colliding on a unique index"),
+]
+
+
+@pytest.mark.parametrize("exc", TEMPORARY, ids=repr)
+def test_adr15_temporary_faults_are_retried(exc: BaseException) -> None:
+    assert is_temporary(exc)
+
+
+@pytest.mark.parametrize("exc", PERMANENT, ids=repr)
+def test_adr15_errors_of_the_record_are_permanent(exc: BaseException) -> None:
+    assert not is_temporary(exc)
+
+
+def _event(**changes: Any) -> Event:
+    fields: dict[str, Any] = {
+        "project_id": "p",
+        "event_id": "e1",
+        "event_type": "page_view",
+        "timestamp": parse_timestamp("2026-01-01T00:00:00Z"),
+        "lead_id": "L",
+    }
+    fields.update(changes)
+    return Event(**fields)
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"properties": {"n": 2**63}}, "properties"),  # finding 2: unsigned 64-bit
+        ({"properties": {"n": 2**64 - 1}}, "properties"),
+        ({"properties": {"a\x00b": 1}}, "properties"),  # finding 2: NUL in a key
+        ({"properties": {"x": [{"y": {"z\x00": 1}}]}}, "properties"),
+        ({"timestamp": parse_timestamp("0001-01-01T00:00:00+14:00")}, "timestamp"),  # finding 3
+        ({"timestamp": -1}, "timestamp"),
+        ({"timestamp": parse_timestamp("9999-12-31T23:59:59.999999Z") + 1}, "timestamp"),
+    ],
+)
+def test_spec12_unstorable_events_are_named_by_field(changes: dict[str, Any], field: str) -> None:
+    assert [e.field for e in storability_errors(_event(**changes))] == [field]
+
+
+def test_spec12_storable_events_pass() -> None:
+    props = {"n": 2**63 - 1, "m": -(2**63), "s": "ü$.x", "nested": [{"a": 1.5}], "": None}
+    assert storability_errors(_event(properties=props)) == []
+    assert storability_errors(_event(timestamp=0)) == []
+
+
+@given(st.lists(st.binary(min_size=1, max_size=50), max_size=60), st.integers(50, 400))
+def test_split_by_bytes_keeps_order_and_stays_within_the_budget(
+    items: list[bytes], budget: int
+) -> None:
+    parts = split_by_bytes(items, budget)
+    assert [i for part in parts for i in part] == items
+    for part in parts:
+        assert part
+        assert sum(map(len, part)) + len(part) - 1 <= budget
+
+
+def _rows(n: int, props: int = 0) -> list[HistoryRow]:
+    t0 = parse_timestamp("2026-01-01T00:00:00Z")
+    return [
+        HistoryRow(
+            f"event-{i:05d}", "page_view", t0 + i, 5, 5.0 * i, 5.0 * i + 5, {"p": "x" * props}
+        )
+        for i in range(n)
+    ]
+
+
+def test_finding5_a_lead_change_with_thousands_of_rows_is_split_under_the_limit() -> None:
+    summary = LeadSummary("p", "L", score=10.0, last_timestamp=0, event_count=5000, version=7)
+    view = lead_view(summary, 30 * US_PER_DAY, default_config(), 0)
+    rows = _rows(5000, props=300)
+    whole = lead_change("upsert", view, rows, epoch=1)
+    limit = 64 * 1024
+    parts = lead_changes("upsert", view, rows, epoch=1, max_bytes=limit)
+    assert len(whole) > 20 * limit
+    assert len(parts) > 20
+    decoded = [orjson.loads(p) for p in parts]
+    assert all(len(p) <= limit for p in parts)
+    # every part: the whole lead at one version; together: every row once, in order
+    assert all(d["lead"] == orjson.loads(whole)["lead"] for d in decoded)
+    assert [r for d in decoded for r in d["history"]] == orjson.loads(whole)["history"]
+
+
+def test_finding5_a_change_without_rows_is_one_message() -> None:
+    summary = LeadSummary("p", "L", score=1.0, last_timestamp=0, event_count=1, version=1)
+    view = lead_view(summary, 0, default_config(), 1)
+    assert lead_changes("upsert", view, (), max_bytes=65536) == [lead_change("upsert", view)]
