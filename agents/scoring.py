@@ -19,6 +19,7 @@ from agents.lead_commands import (
     mark_applied,
 )
 from agents.outbox import forward_event, is_current, send_claim
+from app import faults
 from app.clock import now_us
 from app.faults import dead_letter, isolate
 from app.partitioning import partition_for
@@ -233,6 +234,7 @@ async def _process(message: Any, value: bytes) -> None:
     result = score_event(decoded, project, key, message.partition, now_us(), source, logged_at)
     if result is not None:
         changes, claim = result
+        faults.inject("produce")  # tests: a produce timeout after the tables were written
         for change in changes:
             await lead_changes_topic.send(key=key, value=change)
         if claim is not None:
