@@ -494,3 +494,17 @@ async def dead_letters(
         timeout=90,
     )
     return [orjson.loads(r.value) for r in found]
+
+
+async def dead_letter_count(deployment: Deployment) -> int:
+    """Records on the deployment's dead-letter topic (its end offsets)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=deployment.bootstrap_servers)
+    await consumer.start()
+    try:
+        topic = f"{deployment.prefix}.dead-letter"
+        tps = [TopicPartition(topic, p) for p in range(deployment.partitions)]
+        return sum((await consumer.end_offsets(tps)).values())
+    finally:
+        await consumer.stop()

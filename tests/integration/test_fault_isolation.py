@@ -25,6 +25,7 @@ from tests.integration.support import (
     WorkerProcess,
     api_mismatches,
     create_project,
+    dead_letter_count,
     dead_letters,
     eventually,
     free_port,
@@ -299,3 +300,61 @@ def _passes(probe: KafkaProbe) -> Any:
         return True
 
     return check
+
+
+async def test_finding5_outputs_are_split_under_the_producers_message_limit(
+    stack: tuple[str, str], http: aiohttp.ClientSession, mongo_db: Any, tmp_path: Path
+) -> None:
+    """With the producer limited to 150 kB: a late event on a lead with 1,200 later events
+    rewrites every row (one ~230 kB change), and a rescore re-emits rows with 3 kB properties
+    (~200 kB for one lead). Both are split under the limit and materialized exactly; before,
+    the producer refused them and the records were dead-lettered."""
+    deployment = Deployment.on(
+        stack, PRODUCER_MAX_REQUEST_SIZE="150000", LEADSCORE_MAX_MESSAGE_BYTES="65536"
+    )
+    db = mongo_db.client[deployment.prefix]
+    worker = await start_worker(deployment, tmp_path, "bounded")
+    try:
+        pid, key = await create_project(http, worker.url, deployment.admin_token, "bounded")
+        api = Api(http, worker.url, key)
+        start = now_us() // US_PER_SECOND * US_PER_SECOND - 30 * 24 * US_PER_HOUR
+        long_lead = [
+            {
+                "eventId": f"long-{i:05d}",
+                "eventType": "page_view",
+                "leadId": "long",
+                "timestamp": iso(start + i * 60 * US_PER_SECOND),
+            }
+            for i in range(1, 1201)
+        ]
+        heavy = [
+            {
+                "eventId": f"heavy-{i:03d}",
+                "eventType": "page_view" if i % 2 else "download",
+                "leadId": "heavy",
+                "timestamp": iso(start + i * US_PER_HOUR),
+                "properties": {"blob": f"{i:03d}" * 1000},
+            }
+            for i in range(60)
+        ]
+        await api.send_events(long_lead + heavy)
+        late = {"eventId": "late", "eventType": "signup", "leadId": "long", "timestamp": iso(start)}
+        await api.send_events([late])
+        ref = Reference()
+        for e in [*long_lead, *heavy, late]:
+            ref.add_wire(e)
+        await wait_mongo_matches(db, pid, ref, timeout=180)
+
+        status, body = await api.put("/api/rules/page_view", {"points": 7})
+        assert status == 200, body
+        status, body = await api.post("/api/admin/rescore")
+        assert status == 202, body
+        rescored = Reference()
+        for e in [*long_lead, *heavy, late]:
+            rescored.add_wire(e, points=7 if e["eventType"] == "page_view" else None)
+        await wait_mongo_matches(db, pid, rescored, timeout=180)
+        row = await db.score_history.find_one({"projectId": pid, "eventId": "heavy-007"})
+        assert row is not None and row["properties"] == heavy[7]["properties"]
+        assert await dead_letter_count(deployment) == 0
+    finally:
+        worker.stop()

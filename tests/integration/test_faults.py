@@ -10,13 +10,13 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from tests.integration.support import (
     Api,
     Deployment,
     api_mismatches,
     create_project,
+    dead_letter_count,
     eventually,
     start_worker,
     wait_mongo_matches,
@@ -24,18 +24,6 @@ from tests.integration.support import (
 from tests.integration.test_pipeline_failures import Traffic
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-async def dead_letter_count(deployment: Deployment) -> int:
-    """Records on the deployment's dead-letter topic (its end offsets)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=deployment.bootstrap_servers)
-    await consumer.start()
-    try:
-        topic = f"{deployment.prefix}.dead-letter"
-        tps = [TopicPartition(topic, p) for p in range(deployment.partitions)]
-        return sum((await consumer.end_offsets(tps)).values())
-    finally:
-        await consumer.stop()
 
 
 async def test_finding4_disk_full_and_produce_timeouts_are_retried_not_dead_lettered(
