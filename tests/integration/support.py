@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -10,7 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -508,3 +509,35 @@ async def dead_letter_count(deployment: Deployment) -> int:
         return sum((await consumer.end_offsets(tps)).values())
     finally:
         await consumer.stop()
+
+
+@contextlib.contextmanager
+def private_stack(local_dir: Path, brokers: int = 1) -> Iterator[Any]:
+    """A stack of the test's own — Kafka with `brokers` nodes and a MongoDB-wire server, under
+    `local_dir` on free ports — for tests that kill or stop its services without disturbing the
+    shared one. It reuses the shared Kafka jar cache. devstack finds its stack through the
+    environment at every call, so the environment points at this one until the block ends."""
+    import shutil
+
+    import pytest
+
+    import devstack
+    from devstack.layout import LOCAL_DIR_ENV, Layout
+    from devstack.stack import KAFKA_ENV, MONGO_ENV
+
+    shared = Layout.from_env()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(LOCAL_DIR_ENV, str(local_dir))
+        patch.delenv(KAFKA_ENV, raising=False)
+        patch.delenv(MONGO_ENV, raising=False)
+        private = Layout.from_env()
+        if shared.kafka_libs_stamp.is_file():
+            private.kafka_libs.parent.mkdir(parents=True, exist_ok=True)
+            private.kafka_libs.symlink_to(shared.kafka_libs, target_is_directory=True)
+            shutil.copy(shared.kafka_libs_stamp, private.kafka_libs_stamp)
+        info = devstack.ensure_up(brokers=brokers)
+        try:
+            assert info.started, "a private stack must be started by the test, not found running"
+            yield info
+        finally:
+            devstack.shutdown()
