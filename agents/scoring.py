@@ -192,7 +192,7 @@ async def scoring_agent(stream: StreamT[bytes]) -> None:
 async def _process(message: Any, value: bytes) -> None:
     try:
         body = orjson.loads(value)
-    except orjson.JSONDecodeError as exc:
+    except (orjson.JSONDecodeError, TypeError) as exc:  # TypeError: no value (a tombstone)
         await dead_letter(message, f"invalid JSON: {exc}")
         return
     logged_at = round(message.timestamp * 1000) * 1000  # the record's Kafka timestamp, in µs

@@ -95,7 +95,6 @@ async def _settle_email(leads: Any, upsert: LeadUpsert) -> Any:
 
 
 async def _write_plan(plan: MaterializationPlan) -> None:
-    await mongo.ensure_indexes()
     await _write_leads(plan)
     await _bulk(mongo.db.score_history, plan.history)
     await _bulk(mongo.db.score_history, plan.history_removals)
@@ -104,6 +103,9 @@ async def _write_plan(plan: MaterializationPlan) -> None:
 async def write_changes(changes: Sequence[dict[str, Any]]) -> None:
     """Write one batch: temporary faults retried for as long as they last (never skipped);
     a change MongoDB refuses is dead-lettered, and only the lead it belongs to misses it."""
+    # Outside the per-lead isolation: an index MongoDB refuses is the deployment's problem, not
+    # a record's, and must stop the sink loudly rather than dead-letter every change.
+    await retry_temporary("sink", mongo.ensure_indexes)
     try:
         await retry_temporary("sink", partial(_write_plan, plan_writes(changes, datetime.now(UTC))))
     except Exception as exc:

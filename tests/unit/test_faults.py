@@ -15,7 +15,16 @@ from hypothesis import strategies as st
 from pymongo import errors as mongo_errors
 
 from app.faults import is_temporary
-from app.records import lead_change, lead_changes, split_by_bytes, storability_errors
+from app.projects import ProjectDirectory
+from app.records import (
+    ProjectRecord,
+    lead_change,
+    lead_changes,
+    split_by_bytes,
+    storability_errors,
+)
+from app.replay import _epoch_of
+from app.settings import Settings
 from core.config import default_config
 from core.events import Event
 from core.lead import HistoryRow, LeadSummary, lead_view
@@ -150,3 +159,36 @@ def test_finding5_a_change_without_rows_is_one_message() -> None:
     summary = LeadSummary("p", "L", score=1.0, last_timestamp=0, event_count=1, version=1)
     view = lead_view(summary, 0, default_config(), 1)
     assert lead_changes("upsert", view, (), max_bytes=65536) == [lead_change("upsert", view)]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b"\xff{",
+        b"null",
+        b"[]",
+        b"{}",
+        b'{"appVersion": "2"}',
+        b'{"appVersion": 0}',
+        b'{"appVersion": true}',
+    ],
+)
+def test_spec12_a_control_record_that_does_not_parse_keeps_the_previous_epoch(value: bytes) -> None:
+    assert _epoch_of(value, 3) == 3
+
+
+def test_a_control_record_names_the_epoch() -> None:
+    assert _epoch_of(b'{"appVersion": 4, "previous": 3}', 3) == 4
+
+
+def test_finding1_the_projects_directory_skips_a_record_it_cannot_read_and_reports_it() -> None:
+    directory = ProjectDirectory(Settings.from_env())
+    good = ProjectRecord(projectId="prj_a", name="a", version=1)
+    directory.receive(b"prj_a", good.to_wire())
+    directory.receive(b"prj_a", b'{"projectId": "prj_a", "name": "a", "settings": null}')
+    directory.receive(b"prj_b", b"\xff{not json")
+    assert directory.get("prj_a") == good  # the last good record stays
+    assert set(directory.skipped) == {"prj_a", "prj_b"}
+    directory.receive(b"prj_a", good.model_copy(update={"version": 2}).to_wire())
+    assert set(directory.skipped) == {"prj_b"}
+    assert directory.get("prj_a").version == 2  # type: ignore[union-attr]
