@@ -17,7 +17,7 @@ import pytest
 
 from app.kafka_probe import KafkaProbe
 from app.records import materialized_version
-from core.timeutil import US_PER_HOUR, US_PER_SECOND
+from core.timeutil import US_PER_HOUR, US_PER_SECOND, parse_timestamp
 from tests.integration.support import (
     Api,
     Deployment,
@@ -355,6 +355,30 @@ async def test_finding5_outputs_are_split_under_the_producers_message_limit(
         await wait_mongo_matches(db, pid, rescored, timeout=180)
         row = await db.score_history.find_one({"projectId": pid, "eventId": "heavy-007"})
         assert row is not None and row["properties"] == heavy[7]["properties"]
+
+        # A merge moves every event of the absorbed lead, with its properties (~200 kB here),
+        # to the owner: the absorb commands are cut by size too.
+        email = {"email": "same@example.com"}
+        claim = {"eventType": "identify", "properties": email}
+        owner = {"eventId": "owner-id", "leadId": "owner", "timestamp": iso(start), **claim}
+        await api.send_events([owner])
+        rescored.add_wire(owner)
+        await wait_mongo_matches(db, pid, rescored, timeout=120)
+        merging = {"eventId": "heavy-id", "leadId": "heavy", "timestamp": iso(start), **claim}
+        await api.send_events([merging])
+        merged = Reference()
+        for e in [*long_lead, late]:
+            merged.add_wire(e, points=7 if e["eventType"] == "page_view" else None)
+        for e in [owner, *heavy, merging]:
+            points = 7 if e["eventType"] == "page_view" else None
+            merged.add(
+                "owner", e["eventId"], e["eventType"], parse_timestamp(e["timestamp"]), points
+            )
+        await wait_mongo_matches(db, pid, merged, timeout=180)
+        row = await db.score_history.find_one(
+            {"projectId": pid, "leadId": "owner", "eventId": "heavy-059"}
+        )
+        assert row is not None and row["properties"] == heavy[59]["properties"]
         assert await dead_letter_count(deployment) == 0
     finally:
         worker.stop()
