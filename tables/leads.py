@@ -17,6 +17,7 @@ applied (redo only its outputs) or partly applied (redo it).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -51,6 +52,7 @@ _ROCKSDB_OPTIONS = {
     "max_write_buffer_number": 2,
 }
 _SUMMARY, _FACT, _EVENT = b"S", b"F", b"E"
+log = logging.getLogger(__name__)
 
 leads_table = app.Table(
     "lead-state",
@@ -176,11 +178,22 @@ class LeadStore:
                 return
             yield key[1:], decode_lead(raw)
 
-    def states(self, partition: int) -> Iterator[tuple[bytes, LeadSummary | Alias]]:
+    def states(
+        self, partition: int, *, skip_unreadable: bool = False
+    ) -> Iterator[tuple[bytes, LeadSummary | Alias]]:
+        """Every summary and alias of a partition; with `skip_unreadable`, an entry that does not
+        decode is logged and passed over instead of ending the walk for every other lead."""
         for key, raw in self._scan(partition, _SUMMARY):
             if not key.startswith(_SUMMARY):
                 return
-            yield key[1:], decode_lead(raw)
+            try:
+                state = decode_lead(raw)
+            except (ValueError, TypeError, KeyError, IndexError):
+                if not skip_unreadable:
+                    raise
+                log.exception("lead %r: unreadable table entry skipped", key[1:])
+                continue
+            yield key[1:], state
 
     def aliases_of_project(self, project_id: str, partition: int) -> Iterator[tuple[str, Alias]]:
         for key, state in self.states_of_project(project_id, partition):
@@ -210,6 +223,6 @@ def owned_leads(store: LeadStore = lead_store) -> Iterator[tuple[int, bytes, Lea
     topic = store.table.changelog_topic.get_topic_name()
     for tp in sorted(app.assignor.assigned_actives()):
         if tp.topic == topic:
-            for key, state in store.states(tp.partition):
+            for key, state in store.states(tp.partition, skip_unreadable=True):
                 if isinstance(state, LeadSummary):
                     yield tp.partition, key, state

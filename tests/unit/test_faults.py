@@ -192,3 +192,23 @@ def test_finding1_the_projects_directory_skips_a_record_it_cannot_read_and_repor
     directory.receive(b"prj_a", good.model_copy(update={"version": 2}).to_wire())
     assert set(directory.skipped) == {"prj_b"}
     assert directory.get("prj_a").version == 2  # type: ignore[union-attr]
+
+
+class _MemoryTable:
+    """The slice of a Faust table LeadStore reads on memory:// (a dict under `.data.data`)."""
+
+    def __init__(self, entries: dict[bytes, bytes]) -> None:
+        self.data = type("Store", (), {"data": entries})()
+
+
+def test_spec12_an_unreadable_table_entry_does_not_end_the_decay_sweep_for_other_leads() -> None:
+    from tables.codec import encode_summary
+    from tables.leads import LeadStore
+
+    good = [LeadSummary("p", lead, score=1.0, last_timestamp=0, event_count=1) for lead in "ac"]
+    entries = {b"Sp:" + s.lead_id.encode(): encode_summary(s) for s in good}
+    entries[b"Sp:b"] = b'[1, "p", "b", "not a score"]'  # what no check caught
+    store = LeadStore(_MemoryTable(entries))  # type: ignore[arg-type]
+    assert [k for k, _ in store.states(0, skip_unreadable=True)] == [b"p:a", b"p:c"]
+    with pytest.raises(ValueError):
+        list(store.states(0))
