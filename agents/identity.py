@@ -47,6 +47,8 @@ async def identity_agent(stream: StreamT[bytes]) -> None:
 async def _decide(event: EventT[bytes]) -> None:
     """Decide one claim; safe to run again (the owner table and the replies are idempotent)."""
     claim = orjson.loads(event.value)
+    if not isinstance(claim, dict):
+        raise TypeError("an identity claim must be a JSON object")  # dead-lettered by isolate
     if not is_current(claim):
         return  # from an earlier epoch: the replay re-sends it
     pid: str = claim["projectId"]

@@ -207,6 +207,9 @@ async def _process(message: Any, value: bytes) -> None:
             await forward_event(key, decoded.to_wire(), logged_at)
             return
     else:  # lead-commands: the record key names the lead it is for
+        if not isinstance(body, dict):
+            await dead_letter(message, "invalid lead command: not a JSON object")
+            return
         if not is_current(body):
             return  # from an earlier epoch: a replay re-derives it from the events topic
         if body.get("command") != "event":

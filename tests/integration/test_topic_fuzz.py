@@ -223,7 +223,7 @@ async def test_spec12_hostile_records_on_every_topic_stop_nothing(
         events = _collect(_hostile_events(pid), 150, at=10)
         placed = await produce_raw(stack[0], f"{prefix}.events", events)
         commands = _collect(_hostile_commands(pid), 80, at=11)
-        await produce_raw(stack[0], f"{prefix}.lead-commands", commands)
+        command_placed = await produce_raw(stack[0], f"{prefix}.lead-commands", commands)
         projects = _collect(_hostile_projects(pid), 40, at=12)
         await produce_raw(stack[0], f"{prefix}.projects", projects)
 
@@ -245,6 +245,22 @@ async def test_spec12_hostile_records_on_every_topic_stop_nothing(
             timeout=120,
         )
         assert all(_body(r)["reason"] for r in parked)
+        # commands that are not JSON objects, name an unknown project or an unknown command
+        must_park = {
+            (f"{prefix}.lead-commands", p, o)
+            for (p, o), (_, value) in zip(command_placed, commands, strict=True)
+            if _bad_command(value)
+        }
+        assert must_park, "the strategy should produce commands that must be dead-lettered"
+        await consume_all(
+            stack[0],
+            f"{prefix}.dead-letter",
+            keep=lambda r: orjson.loads(r.value)["topic"] == f"{prefix}.lead-commands",
+            until=lambda got: (
+                {(d["topic"], d["partition"], d["offset"]) for d in map(_body, got)} >= must_park
+            ),
+            timeout=120,
+        )
 
         # the same logs again from the start: the worker comes up over every hostile record
         worker.stop(signal.SIGTERM)
@@ -255,6 +271,19 @@ async def test_spec12_hostile_records_on_every_topic_stop_nothing(
         assert await api_mismatches(api, ref) == []
     finally:
         worker.stop()
+
+
+def _bad_command(value: bytes | None) -> bool:
+    """A lead command no worker can carry out (beyond doubt: some others fail too)."""
+    try:
+        body = orjson.loads(value) if value is not None else None
+    except orjson.JSONDecodeError:
+        return True
+    if not isinstance(body, dict):
+        return True
+    return body.get("command") == "nope" or (
+        body.get("projectId") == "prj_unknown" and body.get("command") != "event"
+    )
 
 
 def _body(record: Any) -> dict[str, Any]:
