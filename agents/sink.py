@@ -119,8 +119,9 @@ def _lead_of(change: Mapping[str, Any]) -> tuple[str, str]:
 
 
 async def _isolate_refused(changes: Sequence[dict[str, Any]], exc: Exception) -> None:
-    """Find the lead(s) whose changes MongoDB refuses by halving the batch by lead, write every
-    other lead, and dead-letter the refused lead's changes with the error (SPEC 12).
+    """Find the change(s) MongoDB refuses — halving the batch by lead, then taking that lead's
+    changes one by one — write every other change, and dead-letter the refused ones with the
+    error (SPEC 12).
 
     Halves are written again whole: writes are idempotent and version-guarded, so a half that
     was partly applied before the refusal is simply applied again.
@@ -128,8 +129,12 @@ async def _isolate_refused(changes: Sequence[dict[str, Any]], exc: Exception) ->
     leads: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for change in changes:
         leads.setdefault(_lead_of(change), []).append(change)
-    if len(leads) == 1:
+    if len(changes) == 1:
         await _dead_letter_changes(changes, exc)
+        return
+    if len(leads) == 1:  # one lead's changes, one by one in log order: only refused ones go
+        for change in changes:
+            await write_changes([change])
         return
     idents = list(leads)
     middle = len(idents) // 2

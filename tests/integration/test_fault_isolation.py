@@ -150,9 +150,20 @@ async def test_finding2_the_sink_dead_letters_a_change_mongodb_refuses_and_write
             }
         ],
     }
+    # the lead's next change (a later event, a good row) is written: only the refused one goes
+    later = {
+        **change,
+        "lead": {**change["lead"], "version": materialized_version(1, 2), "eventCount": 2},
+        "history": [{**change["history"][0], "eventId": "e2", "properties": {"n": 2**63 - 1}}],
+    }
     key = f"{pid}:{poisoned}".encode()
     topic = f"{deployment.prefix}.lead-changes"
-    await produce_raw(deployment.bootstrap_servers, topic, [(key, orjson.dumps(change))])
+    await produce_raw(
+        deployment.bootstrap_servers,
+        topic,
+        [(key, orjson.dumps(change)), (key, orjson.dumps(later))],
+        partition=0,  # one partition: in this order, most likely in one sink batch
+    )
     ref = Reference()
     events = [_event(pid, f"ok-{i}", f"ok-{i}", 1) for i in range(4)]
     await api.send_events(events)
@@ -167,9 +178,14 @@ async def test_finding2_the_sink_dead_letters_a_change_mongodb_refuses_and_write
     )
     assert parked["topic"] == topic
     assert parked["reason"].startswith("cannot be written to MongoDB"), parked
-    assert orjson.loads(parked["value"])["lead"]["leadId"] == poisoned
-    # (the lead document itself may be written: it holds no refused value)
-    assert await mongo_db.score_history.count_documents({"leadId": poisoned}) == 0
+    assert orjson.loads(parked["value"])["history"][0]["eventId"] == "e1"
+    rows = await eventually(
+        lambda: mongo_db.score_history.find({"leadId": poisoned}).to_list(None),
+        lambda found: len(found) == 1,
+    )
+    assert (rows[0]["eventId"], rows[0]["properties"]) == ("e2", {"n": 2**63 - 1})
+    doc = await mongo_db.leads.find_one({"projectId": pid, "leadId": poisoned})
+    assert doc is not None and doc["eventCount"] == 2
     status, health = await api.get("/api/health")
     assert (status, health["status"], health["stuck"]) == (200, "ok", {}), health
 
