@@ -83,10 +83,12 @@ class RulesView(ApiView):
         return self.reply({"projectId": project.projectId, "rules": rules})
 
 
-async def _put_rule(view: ApiView, request: Request, event_type: str, body: Any) -> RuleModel:
+async def _put_rule(view: ApiView, request: Request, event_type: Any, body: Any) -> RuleModel:
+    """Authorize first: a caller without the right learns nothing from validation errors."""
     caller = await view.authorize(request, "rules")
+    event_type = _event_type(event_type)
     rule = _parse(RuleModel, body)
-    before, after = await registry.put_rule(caller.project_id or "", _event_type(event_type), rule)
+    before, after = await registry.put_rule(caller.project_id or "", event_type, rule)
     await audit(
         caller,
         "rule.put",
@@ -124,10 +126,10 @@ class ScoringRulesView(RulesView):
     async def post(self, request: Request) -> Response:
         body = await self.json_body(request, max_bytes=4096)
         if not isinstance(body, dict):
-            raise ApiError(422, "invalid body", [FieldError("body", "must be a JSON object")])
+            body = {}  # _put_rule authorizes, then names the missing fields
         event_type = body.get("eventType")
         fields = {k: v for k, v in body.items() if k in ("points", "active")}
-        rule = await _put_rule(self, request, _event_type(event_type), fields)
+        rule = await _put_rule(self, request, event_type, fields)
         return self.reply({"eventType": event_type, **rule.model_dump()}, status=201)
 
 
