@@ -8,6 +8,7 @@ published, whole, to the compacted projects topic. Every worker tails that topic
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -16,6 +17,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from mode import Service
+from pydantic import ValidationError
 
 from app.access import SCOPES, KeyKind, KeyRecord, Scope, hash_secret, new_key, new_key_id
 from app.access import shown_prefix as _shown_prefix
@@ -24,6 +26,8 @@ from app.records import ProjectRecord, ProjectSettings, RuleModel
 from app.settings import Settings
 
 __all__ = ["KeyLimitReached", "ProjectDirectory", "ProjectRegistry"]
+
+log = logging.getLogger(__name__)
 
 Publish = Callable[[bytes, bytes], Awaitable[None]]
 
@@ -116,12 +120,24 @@ class ProjectDirectory(Service):
             batches = await self._consumer.getmany(self._tp, timeout_ms=500)
             for message in batches.get(self._tp, []):
                 if message.value is not None:
-                    self.apply(ProjectRecord.model_validate(orjson.loads(message.value)))
+                    self._apply_raw(message.offset, message.value)
                 self._position = message.offset + 1
             if not batches:
                 self._position = max(self._position, await self._consumer.position(self._tp))
             async with self._advanced:
                 self._advanced.notify_all()
+
+    def _apply_raw(self, offset: int, value: bytes) -> None:
+        """A record this code cannot read (written by a newer or broken writer) is skipped
+        with a log line: it must not stop authentication and scoring of every project."""
+        try:
+            record = ProjectRecord.model_validate(orjson.loads(value))
+        except (orjson.JSONDecodeError, ValidationError) as exc:
+            log.error(
+                "projects topic offset %d: unreadable project record skipped: %s", offset, exc
+            )
+            return
+        self.apply(record)
 
     async def sync(self, timeout: float = 10.0) -> None:
         """Wait until every project record published before this call has been applied."""

@@ -74,6 +74,7 @@ class ProjectRecord(BaseModel):
         with every scope, so the keys people already use keep working (ADR 0016)."""
         if not isinstance(data, dict) or "keyHashes" not in data:
             return data
+        hashes = data["keyHashes"] or []
         data = {k: v for k, v in data.items() if k != "keyHashes"}
         known = {k.get("hash") for k in data.get("keys", []) if isinstance(k, dict)}
         data["keys"] = [
@@ -88,7 +89,7 @@ class ProjectRecord(BaseModel):
                     "hash": h,
                     "createdAt": data.get("createdAt", ""),
                 }
-                for h in data["keyHashes"] or []
+                for h in hashes
                 if h not in known
             ),
         ]
