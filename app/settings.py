@@ -73,9 +73,9 @@ class Settings:
     cookie_secure: bool = True
     """LEADSCORE_COOKIE_SECURE: `on` (default) marks the session cookie `Secure` (HTTPS only,
     and http://localhost in browsers); `off` for plain-HTTP development hosts."""
-    rate_limit: str = "6000/minute"
+    rate_limit: str = "2000/second"
     """LEADSCORE_RATE_LIMIT: requests per secret key, session or admin token, per process."""
-    rate_limit_publishable: str = "600/minute"
+    rate_limit_publishable: str = "200/second"
     """LEADSCORE_RATE_LIMIT_PUBLISHABLE: requests per publishable key, per process."""
     login_slow_after: int = 3
     """LEADSCORE_LOGIN_SLOW_AFTER: failed logins (per e-mail, per client address) in the
@@ -118,8 +118,11 @@ class Settings:
             session_cache_seconds=float(_env("LEADSCORE_SESSION_CACHE", "2")),
             cookie_secure=_env("LEADSCORE_COOKIE_SECURE", "on").lower()
             not in ("off", "0", "false", "no"),
-            rate_limit=_env("LEADSCORE_RATE_LIMIT", "6000/minute"),
-            rate_limit_publishable=_env("LEADSCORE_RATE_LIMIT_PUBLISHABLE", "600/minute"),
+            rate_limit=_rate("LEADSCORE_RATE_LIMIT", _env("LEADSCORE_RATE_LIMIT", "2000/second")),
+            rate_limit_publishable=_rate(
+                "LEADSCORE_RATE_LIMIT_PUBLISHABLE",
+                _env("LEADSCORE_RATE_LIMIT_PUBLISHABLE", "200/second"),
+            ),
             login_slow_after=int(_env("LEADSCORE_LOGIN_SLOW_AFTER", "3")),
             login_lock_after=int(_env("LEADSCORE_LOGIN_LOCK_AFTER", "10")),
             login_window=float(_env("LEADSCORE_LOGIN_WINDOW", "900")),
@@ -151,6 +154,19 @@ ROLES = ("worker", "ingest", "sink")
 def _role(value: str) -> str:
     if value not in ROLES:
         raise ValueError(f"LEADSCORE_ROLE must be one of {', '.join(ROLES)}, not {value!r}")
+    return value
+
+
+def _rate(name: str, value: str) -> str:
+    """Refuse a malformed limit at start, naming the setting, rather than on the first request."""
+    from limits import parse
+
+    try:
+        parse(value)
+    except ValueError:
+        raise ValueError(
+            f"{name} must look like 2000/second or 100/minute, not {value!r}"
+        ) from None
     return value
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import secrets
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -20,6 +21,7 @@ from aiokafka import AIOKafkaProducer
 from motor.motor_asyncio import AsyncIOMotorClient
 
 from tests.integration.support import (
+    ROOT,
     Api,
     Deployment,
     WorkerProcess,
@@ -296,6 +298,40 @@ async def test_the_audit_log_records_who_changed_what_before_and_after(
     viewer = await create_member(api, deployment, pid, _email("viewer"), PASSWORD, "viewer")
     status, _ = await api.with_key("").request("GET", "/api/audit-log", headers=bearer(viewer))
     assert status == 403
+
+
+async def test_the_first_user_can_be_created_from_the_command_line(
+    project: tuple[Api, str], short: tuple[Deployment, WorkerProcess]
+) -> None:
+    api, pid = project
+    deployment, _ = short
+    email = _email("first")
+    done = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "app.cli",
+        "user",
+        "create",
+        "--email",
+        email,
+        "--password",
+        PASSWORD,
+        "--project",
+        pid,
+        "--role",
+        "owner",
+        cwd=ROOT,
+        env=deployment.env(),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await done.communicate()
+    assert done.returncode == 0, err.decode()
+    assert orjson.loads(out.splitlines()[-1])["roles"] == [{"projectId": pid, "role": "owner"}]
+    token = await login(api, email, PASSWORD)
+    owner = api.with_key("")
+    status, body = await owner.request("PUT", "/api/settings", {"graceDays": 9}, bearer(token))
+    assert status == 200, body
 
 
 async def test_failed_logins_are_slowed_then_refused_for_a_while(
