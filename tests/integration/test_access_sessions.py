@@ -25,6 +25,7 @@ from tests.integration.support import (
     Api,
     Deployment,
     WorkerProcess,
+    admin_headers,
     bearer,
     create_key,
     create_member,
@@ -332,6 +333,40 @@ async def test_the_first_user_can_be_created_from_the_command_line(
     owner = api.with_key("")
     status, body = await owner.request("PUT", "/api/settings", {"graceDays": 9}, bearer(token))
     assert status == 200, body
+
+
+async def test_a_user_of_several_projects_names_one_and_sees_only_those(
+    http: aiohttp.ClientSession, short: tuple[Deployment, WorkerProcess]
+) -> None:
+    deployment, proc = short
+    pid_a, key_a = await create_project(http, proc.url, deployment.admin_token, "multi A")
+    pid_b, _ = await create_project(http, proc.url, deployment.admin_token, "multi B")
+    pid_c, _ = await create_project(http, proc.url, deployment.admin_token, "multi C")
+    api_a = Api(http, proc.url, key_a)
+    email = _email("consultant")
+    token = await create_member(api_a, deployment, pid_a, email, PASSWORD, "viewer")
+    status, body = await api_a.with_key("").request(
+        "PUT", f"/api/members/{email}", {"role": "member"}, admin_headers(deployment, pid_b)
+    )
+    assert status == 200, body
+    user = api_a.with_key("")
+
+    async def current(project_id: str | None) -> tuple[int, Any]:
+        headers = bearer(token) | ({"X-Project-Id": project_id} if project_id else {})
+        return await user.request("GET", "/api/projects/current", headers=headers)
+
+    status, body = await current(None)
+    assert status == 400 and body["fields"][0]["field"] == "X-Project-Id", body
+    for pid in (pid_a, pid_b):
+        status, body = await eventually(lambda p=pid: current(p), lambda r: r[0] == 200)
+        assert body["projectId"] == pid
+    status, _ = await current(pid_c)
+    assert status == 404  # no role there: as if it did not exist
+    rule = {"points": 1}
+    headers_a = bearer(token) | {"X-Project-Id": pid_a}
+    headers_b = bearer(token) | {"X-Project-Id": pid_b}
+    assert (await user.request("PUT", "/api/rules/x", rule, headers_a))[0] == 403  # viewer
+    assert (await user.request("PUT", "/api/rules/x", rule, headers_b))[0] == 200  # member
 
 
 async def test_failed_logins_are_slowed_then_refused_for_a_while(
