@@ -316,13 +316,17 @@ def _header(request: Request, name: str) -> str | None:
 
 
 def _session_cookie(request: Request) -> str | None:
-    raw = _header(request, "Cookie")
+    """Our cookie only: other cookies of the same host may hold any bytes and are none of our
+    business; a session cookie that is not printable ASCII is refused (401)."""
+    raw = request.headers.get("Cookie")
     if raw is None:
         return None
     for part in raw.split(";"):
         name, _, value = part.strip().partition("=")
         if name == SESSION_COOKIE and value:
-            return value
+            if not value.isascii() or not value.isprintable():
+                raise ApiError(401, "invalid credentials", [FieldError("Cookie", "is not valid")])
+            return str(value)
     return None
 
 

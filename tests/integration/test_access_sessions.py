@@ -205,24 +205,34 @@ async def test_keys_are_listed_without_secrets_and_with_last_use(project: tuple[
     assert key not in str(keys) and all("hash" not in k for k in keys.values())
 
 
+async def _raw_get(port: int, headers: bytes) -> bytes:
+    """A GET with header bytes no HTTP client library would send; returns the status code."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        b"GET /api/leads HTTP/1.1\r\nHost: 127.0.0.1\r\n" + headers + b"\r\n"
+        b"Connection: close\r\n\r\n"
+    )
+    await writer.drain()
+    status_line = await reader.readline()
+    writer.close()
+    return bytes(status_line.split()[1])
+
+
 async def test_non_utf8_credential_bytes_are_401_not_500(
-    short: tuple[Deployment, WorkerProcess],
+    project: tuple[Api, str], short: tuple[Deployment, WorkerProcess]
 ) -> None:
+    api, _ = project
     _, proc = short
     for header in (
         b"X-API-Key: lss_\xff\xfe",
         b"Authorization: Bearer \xc3\x28",
-        b"Cookie: a=\xff",
+        b"Cookie: leadscore_session=\xff",
+        b"X-Project-Id: prj_\xff",
     ):
-        reader, writer = await asyncio.open_connection("127.0.0.1", proc.port)
-        writer.write(
-            b"GET /api/leads HTTP/1.1\r\nHost: 127.0.0.1\r\n" + header + b"\r\n"
-            b"Connection: close\r\n\r\n"
-        )
-        await writer.drain()
-        status_line = await reader.readline()
-        writer.close()
-        assert status_line.split()[1] == b"401", (header, status_line)
+        assert await _raw_get(proc.port, header) == b"401", header
+    # another application's cookie on the same host is none of our business
+    valid = b"X-API-Key: " + api.api_key.encode()
+    assert await _raw_get(proc.port, valid + b"\r\nCookie: theme=\xff\xfe") == b"200"
 
 
 async def test_keys_issued_before_scopes_keep_working_with_every_scope(
