@@ -102,18 +102,23 @@ class UserStore:
         self, email: str, project_id: str, role: Role | None
     ) -> tuple[Role | None, Role | None] | None:
         """Grant `role` in a project (None removes the user from it). Returns (before, after),
-        or None when there is no such user."""
-        user = await self.find_user(email)
-        if user is None:
-            return None
-        before = role_in(user, project_id)
-        roles = [r for r in user.get("roles", []) if r["projectId"] != project_id]
-        if role is not None:
-            roles.append({"projectId": project_id, "role": role})
-        await self._mongo.db.users.update_one(
-            {"userId": user["userId"]}, {"$set": {"roles": roles}}
-        )
-        return before, role
+        or None when there is no such user. Written only if the roles did not change meanwhile
+        (retried), so two concurrent grants cannot lose one another."""
+        for _ in range(50):
+            user = await self.find_user(email)
+            if user is None:
+                return None
+            current = user.get("roles", [])
+            roles = [r for r in current if r["projectId"] != project_id]
+            if role is not None:
+                roles.append({"projectId": project_id, "role": role})
+            result = await self._mongo.db.users.update_one(
+                {"userId": user["userId"], "roles": current}, {"$set": {"roles": roles}}
+            )
+            if result.matched_count == 1:
+                self._cache.clear()  # this process sees the change at once, others within TTL
+                return role_in(user, project_id), role
+        raise RuntimeError(f"the roles of {email} kept changing under concurrent updates")
 
     async def members(self, project_id: str) -> list[dict[str, Any]]:
         cursor = self._mongo.db.users.find({"roles.projectId": project_id}).sort("email", 1)
