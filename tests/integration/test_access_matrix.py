@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 import sys
 import uuid
@@ -114,6 +115,7 @@ PATH_VALUES = {"lead_id": LEAD, "event_type": "no_such_rule", "key_id": NO_KEY, 
 
 _ROUTES_SCRIPT = """
 import json
+import re
 import app.worker
 from app.topology import app
 routes = app.web.web_app.router.routes()
@@ -236,3 +238,27 @@ async def test_every_route_times_every_credential_gets_the_status_spec_10_gives(
     ]
     print(f"{len(results)} requests: {len(routes)} routes x {len(CREDENTIALS)} credentials")
     assert not wrong, "\n".join(wrong)
+
+
+def _openapi_needs() -> dict[tuple[str, str], str]:
+    """(METHOD, path with `{}` for parameters) -> `x-leadscore-needs` of web/openapi.yaml."""
+    needs: dict[tuple[str, str], str] = {}
+    path = method = ""
+    for line in (ROOT / "web" / "openapi.yaml").read_text().splitlines():
+        if line.startswith("components:"):
+            break
+        if line.startswith("  /") and line.endswith(":"):
+            path = re.sub(r"\{[^}]*\}", "{}", line.strip()[:-1])
+        elif re.fullmatch(r"    (get|put|post|delete|patch):", line):
+            method = line.strip()[:-1].upper()
+        elif line.strip().startswith("x-leadscore-needs:"):
+            needs[(method, path)] = line.split(":", 1)[1].strip()
+    return needs
+
+
+def test_openapi_states_the_right_every_route_needs() -> None:
+    documented = _openapi_needs()
+    for (method, template), row in ROWS.items():
+        key = (method, re.sub(r"\{[^}]*\}", "{}", template))
+        want = "none" if row.need == "public" else row.need
+        assert documented.get(key) == want, (method, template, documented.get(key), want)
