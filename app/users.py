@@ -27,6 +27,9 @@ from app.settings import Settings
 __all__ = ["Session", "UserExists", "UserStore", "normalize_email"]
 
 _hasher = PasswordHasher()  # argon2id with the library's recommended (RFC 9106) parameters
+# Each hash takes ~64 MiB and tens of milliseconds of a core: at most two at a time per process,
+# so a burst of logins queues instead of taking the worker's memory and CPU from scoring.
+_HASHING_AT_ONCE = 2
 # Verified against when an e-mail is unknown, so that a login takes as long either way.
 _DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
 
@@ -56,6 +59,12 @@ class UserStore:
         self._settings = settings
         self._cache: dict[str, tuple[float, Session | None]] = {}
         self._indexed = False
+        self._hashing = asyncio.Semaphore(_HASHING_AT_ONCE)
+
+    async def _argon2(self, fn: Any, *args: str) -> Any:
+        """Run an argon2 call off the event loop, a bounded number at a time."""
+        async with self._hashing:
+            return await asyncio.to_thread(fn, *args)
 
     async def _ensure_indexes(self) -> None:
         if self._indexed:
@@ -82,7 +91,7 @@ class UserStore:
         doc = {
             "userId": "usr_" + secrets.token_hex(8),
             "email": normalize_email(email),
-            "passwordHash": await asyncio.to_thread(_hasher.hash, password),
+            "passwordHash": await self._argon2(_hasher.hash, password),
             "roles": [],
             "createdAt": datetime.now(UTC),
         }
@@ -132,7 +141,7 @@ class UserStore:
         user = await self.find_user(email)
         stored = user["passwordHash"] if user is not None else _DUMMY_HASH
         try:
-            await asyncio.to_thread(_hasher.verify, stored, password)
+            await self._argon2(_hasher.verify, stored, password)
         except (VerificationError, InvalidHashError):
             return None
         return user
@@ -140,7 +149,7 @@ class UserStore:
     async def set_password(self, user_id: str, password: str, keep_session: str | None) -> None:
         """Change a password and end every other session of the user: whoever knew the old
         password must not stay logged in."""
-        new_hash = await asyncio.to_thread(_hasher.hash, password)
+        new_hash = await self._argon2(_hasher.hash, password)
         await self._mongo.db.users.update_one(
             {"userId": user_id}, {"$set": {"passwordHash": new_hash}}
         )
