@@ -275,6 +275,30 @@ async def test_keys_issued_before_scopes_keep_working_with_every_scope(
     assert (await legacy.get("/api/leads"))[0] == 401
 
 
+async def test_an_unreadable_project_record_does_not_stop_the_worker(
+    http: aiohttp.ClientSession, short: tuple[Deployment, WorkerProcess]
+) -> None:
+    """SPEC 12: the directory skips what it cannot read; every other project keeps working."""
+    deployment, proc = short
+    producer = AIOKafkaProducer(bootstrap_servers=deployment.bootstrap_servers, acks="all")
+    await producer.start()
+    try:
+        for value in (b"not json", orjson.dumps({"projectId": "prj_x", "keys": "many"})):
+            await producer.send_and_wait(f"{deployment.prefix}.projects", key=b"prj_x", value=value)
+    finally:
+        await producer.stop()
+
+    async def skipped() -> int:
+        return proc.log_path.read_text(errors="replace").count("unreadable project record")
+
+    await eventually(skipped, lambda n: n >= 2, timeout=30)
+    _, key = await create_project(http, proc.url, deployment.admin_token, "after garbage")
+    assert (await Api(http, proc.url, key).get("/api/leads"))[0] == 200
+    async with http.get(f"{proc.url}/api/health") as resp:
+        assert resp.status == 200
+    assert proc.proc is not None and proc.proc.poll() is None
+
+
 async def test_the_audit_log_records_who_changed_what_before_and_after(
     project: tuple[Api, str], short: tuple[Deployment, WorkerProcess]
 ) -> None:
