@@ -95,6 +95,8 @@ class MemberView(ApiView):
         if user is None:
             raise ApiError(404, "no such user", [FieldError("email", "is unknown")])
         current = next((r["role"] for r in user["roles"] if r["projectId"] == project_id), None)
+        if current is None and role is None:
+            raise ApiError(404, "not a member of this project", [FieldError("email", "no role")])
         if "owner" in (role, current) and caller.role not in ("owner", None):
             raise ApiError(403, "only an owner may grant or take away the owner role")
         if caller.kind == "key" and "owner" in (role, current):

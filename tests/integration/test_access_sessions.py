@@ -401,6 +401,11 @@ async def test_a_user_of_several_projects_names_one_and_sees_only_those(
     headers_b = bearer(token) | {"X-Project-Id": pid_b}
     assert (await user.request("PUT", "/api/rules/x", rule, headers_a))[0] == 403  # viewer
     assert (await user.request("PUT", "/api/rules/x", rule, headers_b))[0] == 200  # member
+    remove = await api_a.request("DELETE", f"/api/members/{email}")
+    assert remove[0] == 200 and remove[1]["role"] is None, remove
+    assert (await current(pid_a))[0] == 404  # the role is gone (at once on this process)
+    assert (await current(pid_b))[0] == 200
+    assert (await api_a.request("DELETE", f"/api/members/{email}"))[0] == 404
 
 
 async def test_failed_logins_are_slowed_then_refused_for_a_while(
