@@ -218,6 +218,23 @@ async def _raw_get(port: int, headers: bytes) -> bytes:
     return bytes(status_line.split()[1])
 
 
+async def test_another_projects_key_cannot_see_or_revoke_a_key(
+    http: aiohttp.ClientSession,
+    project: tuple[Api, str],
+    short: tuple[Deployment, WorkerProcess],
+) -> None:
+    api, _ = project
+    deployment, proc = short
+    key_id, key = await create_key(api, "victim", ["read"])
+    _, other_key = await create_project(http, proc.url, deployment.admin_token, "intruder")
+    intruder = Api(http, proc.url, other_key)
+    status, body = await intruder.request("DELETE", f"/api/keys/{key_id}")
+    assert status == 404, body
+    status, body = await intruder.get("/api/keys")
+    assert status == 200 and key_id not in str(body), body
+    assert (await api.with_key(key).get("/api/leads"))[0] == 200
+
+
 async def test_non_utf8_credential_bytes_are_401_not_500(
     project: tuple[Api, str], short: tuple[Deployment, WorkerProcess]
 ) -> None:
