@@ -30,6 +30,7 @@ __all__ = [
     "Scope",
     "hash_secret",
     "key_permissions",
+    "looks_like_session_token",
     "new_key",
     "new_key_id",
     "new_session_token",
@@ -73,6 +74,14 @@ def new_key(kind: KeyKind) -> str:
 
 def new_session_token() -> str:
     return SESSION_PREFIX + secrets.token_urlsafe(32)
+
+
+SESSION_TOKEN_LENGTH = len(SESSION_PREFIX) + 43  # token_urlsafe(32): 43 characters
+
+
+def looks_like_session_token(value: str) -> bool:
+    """Cheap shape check, so that garbage is refused without a MongoDB lookup."""
+    return len(value) == SESSION_TOKEN_LENGTH and value.startswith(SESSION_PREFIX)
 
 
 def new_key_id() -> str:

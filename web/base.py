@@ -21,10 +21,10 @@ from pymongo.errors import PyMongoError
 from app.access import (
     LEGACY_KEY_PREFIX,
     ROLE_PERMISSIONS,
-    SESSION_PREFIX,
     Caller,
     Permission,
     key_permissions,
+    looks_like_session_token,
 )
 from app.projects import ProjectRegistry
 from app.ratelimit import RateLimits
@@ -238,7 +238,7 @@ class ApiView(View):
                 "missing credentials",
                 [FieldError(field, "is required (or Authorization: Bearer, or a session)")],
             )
-        if not token.startswith(SESSION_PREFIX):
+        if not looks_like_session_token(token):
             raise ApiError(401, "invalid credentials", [FieldError("Authorization", "unknown")])
         session = await users.session(token)
         if session is None:

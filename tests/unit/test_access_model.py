@@ -96,3 +96,11 @@ def test_rate_limits_count_per_credential() -> None:
     refused = limits.hit("key:a", False)
     assert refused.headers()["Retry-After"] and refused.headers()["RateLimit-Remaining"] == "0"
     assert [limits.hit("key:p", True).allowed for _ in range(2)] == [True, False]
+
+
+def test_session_tokens_have_a_shape_that_is_checked_before_any_lookup() -> None:
+    from app.access import looks_like_session_token, new_session_token
+
+    assert all(looks_like_session_token(new_session_token()) for _ in range(200))
+    for garbage in ("lst_", "lst_short", "lss_" + "a" * 43, "lst_" + "a" * 44):
+        assert not looks_like_session_token(garbage)
