@@ -7,8 +7,10 @@ from functools import cached_property
 from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from app.access import SCOPES, KeyRecord
+from app.origins import Origin
 from core.config import DEFAULT_RULES, Rule, ScoringConfig, StageThresholds
 from core.lead import HistoryRow, LeadView
 from core.timeutil import format_timestamp
@@ -46,6 +48,7 @@ class ProjectSettings(BaseModel):
     graceDays: int = Field(default=7, ge=0, le=3650)
     dailyRate: float = Field(default=0.05, ge=0.0, le=1.0)
     stageThresholds: StageThresholdsModel = Field(default_factory=StageThresholdsModel)
+    allowedOrigins: list[Origin] = Field(default_factory=list, max_length=100)
 
 
 def default_rules() -> dict[str, RuleModel]:
@@ -58,11 +61,39 @@ class ProjectRecord(BaseModel):
     model_config = ConfigDict(extra="ignore")
     projectId: str
     name: str
-    keyHashes: list[str] = Field(default_factory=list)
+    keys: list[KeyRecord] = Field(default_factory=list)
     rules: dict[str, RuleModel] = Field(default_factory=default_rules)
     settings: ProjectSettings = Field(default_factory=ProjectSettings)
     version: int = 1
     createdAt: str = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _migrate_key_hashes(cls, data: Any) -> Any:
+        """Projects written before scoped keys held bare `keyHashes`: each becomes a secret key
+        with every scope, so the keys people already use keep working (ADR 0016)."""
+        if not isinstance(data, dict) or "keyHashes" not in data:
+            return data
+        hashes = data["keyHashes"] or []
+        data = {k: v for k, v in data.items() if k != "keyHashes"}
+        known = {k.get("hash") for k in data.get("keys", []) if isinstance(k, dict)}
+        data["keys"] = [
+            *data.get("keys", []),
+            *(
+                {
+                    "id": "key_" + h[:16],
+                    "name": "key issued before scopes",
+                    "kind": "secret",
+                    "prefix": "lsk_",
+                    "scopes": list(SCOPES),
+                    "hash": h,
+                    "createdAt": data.get("createdAt", ""),
+                }
+                for h in hashes
+                if h not in known
+            ),
+        ]
+        return data
 
     @cached_property
     def scoring(self) -> ScoringConfig:
@@ -96,7 +127,7 @@ class ProjectRecord(BaseModel):
         return cls.model_validate(doc)
 
     def public(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude={"keyHashes"})
+        return self.model_dump(mode="json", exclude={"keys"})
 
 
 def history_row_json(row: HistoryRow) -> dict[str, Any]:

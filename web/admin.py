@@ -26,7 +26,7 @@ LIVE = {"merged": {"$exists": False}}
 @app.page("/api/admin/rebuild/{lead_id}")
 class RebuildView(ApiView):
     async def post(self, request: Request, lead_id: str) -> Response:
-        project = self.project(request)
+        project = await self.project(request, need="admin")
         key = f"{project.projectId}:{lead_id}".encode()
         await send_command(key, {"command": "rebuild", "projectId": project.projectId})
         return self.reply({"status": "queued", "leadId": lead_id}, status=202)
@@ -37,7 +37,7 @@ class RescoreView(ApiView):
     """Recompute every lead of the project under its current rules, on the owning workers."""
 
     async def post(self, request: Request) -> Response:
-        project = self.project(request)
+        project = await self.project(request, need="admin")
         body = {"command": "rescore-project", "projectId": project.projectId}
         for partition in range(settings.partitions):
             await send_command(f"{project.projectId}:*".encode(), body, partition=partition)
@@ -52,7 +52,7 @@ class TableLeadsView(ApiView):
     """This worker's table state of the caller's project (its active partitions only)."""
 
     async def get(self, request: Request) -> Response:
-        project = self.project(request)
+        project = await self.project(request, need="admin")
         topic = leads_table.changelog_topic.get_topic_name()
         leads: dict[str, Any] = {}
         aliases: dict[str, str] = {}
@@ -76,7 +76,8 @@ async def _table_state(request: Request) -> tuple[dict[str, Any], dict[str, str]
     urls = set(app.router.tables_metadata())
     leads: dict[str, Any] = {}
     aliases: dict[str, str] = {}
-    headers = {"X-API-Key": request.headers.get("X-API-Key", "")}
+    credentials = {"x-api-key", "authorization", "cookie", "x-project-id"}
+    headers = {k: v for k, v in request.headers.items() if k.lower() in credentials}
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
         for url in urls:
             async with http.get(
@@ -120,7 +121,7 @@ async def _end_offsets(tps: list[TopicPartition]) -> dict[TopicPartition, int]:
 @app.page("/api/admin/system-health")
 class SystemHealthView(ApiView):
     async def get(self, request: Request) -> Response:
-        project = self.project(request)
+        project = await self.project(request, need="admin")
         pid = project.projectId
         (table_leads, table_aliases), lag = await asyncio.gather(
             _table_state(request), _consumer_lag()

@@ -56,7 +56,7 @@ async def _queue_one(view: ApiView, body: Any, project: ProjectRecord) -> Respon
 @app.page("/api/events")
 class EventIngestView(ApiView):
     async def post(self, request: Request) -> Response:
-        project = self.project(request)
+        project = await self.project(request, need="ingest")
         body = await self.json_body(request, max_bytes=MAX_EVENT_BYTES)
         return await _queue_one(self, body, project)
 
@@ -64,7 +64,7 @@ class EventIngestView(ApiView):
 @app.page("/api/events/batch")
 class BatchIngestView(ApiView):
     async def post(self, request: Request) -> Response:
-        project = self.project(request)
+        project = await self.project(request, need="ingest")
         body = await self.json_body(request, max_bytes=MAX_BATCH_BYTES)
         if not isinstance(body, dict) or not isinstance(body.get("events"), list):
             raise ApiError(422, "invalid batch", [FieldError("events", "must be a list")])
@@ -100,8 +100,8 @@ class SdkIngestView(ApiView):
         body = await self.json_body(request, max_bytes=MAX_EVENT_BYTES)
         if not isinstance(body, dict):
             raise ApiError(422, "invalid event", [FieldError("body", "must be a JSON object")])
-        api_key = body.get("apiKey")
+        api_key = body.get("apiKey")  # else the headers' credentials, as on every route
         if not isinstance(api_key, str) or not api_key:
-            raise ApiError(401, "missing API key", [FieldError("apiKey", "is required")])
-        project = self.project(request, api_key=api_key, field="apiKey")
+            api_key = None
+        project = await self.project(request, api_key=api_key, field="apiKey", need="ingest")
         return await _queue_one(self, body, project)

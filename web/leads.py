@@ -69,7 +69,7 @@ async def _route_to_owner(
         raise ApiError(503, f"lead owner {owner} unreachable: {exc}") from None
 
 
-_FORWARDED = {"x-api-key", "accept"}
+_FORWARDED = {"x-api-key", "authorization", "cookie", "x-project-id", "accept"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +88,7 @@ class _OwnedLeadView(ApiView):
     """A view of one lead, answered by the worker that owns it (following aliases)."""
 
     async def _lead(self, request: Request, lead_id: str) -> _FoundLead | Response:
-        project = self.project(request)
+        project = await self.project(request, need="read")
         requested = request.query.get("requestedKey", lead_id)
         key = f"{project.projectId}:{lead_id}".encode()
         routed = await _route_to_owner(self, request, key)
@@ -181,7 +181,7 @@ def _lead_doc(doc: dict[str, Any]) -> dict[str, Any]:
 @app.page("/api/leads/{lead_id}/timeline")
 class TimelineView(ApiView):
     async def get(self, request: Request, lead_id: str) -> Response:
-        project = self.project(request)
+        project = await self.project(request, need="read")
         pid = project.projectId
         lead = await mongo.db.leads.find_one(
             {
@@ -213,7 +213,7 @@ class TimelineView(ApiView):
 @app.page("/api/leads")
 class LeadsView(ApiView):
     async def get(self, request: Request) -> Response:
-        project = self.project(request)
+        project = await self.project(request, need="read")
         query: dict[str, Any] = {"projectId": project.projectId, **LIVE}
         stage = request.query.get("stage")
         if stage:
@@ -253,7 +253,7 @@ async def _page(
 @app.page("/api/leaderboard")
 class LeaderboardView(ApiView):
     async def get(self, request: Request) -> Response:
-        project = self.project(request)
+        project = await self.project(request, need="read")
         body = await _page(
             request, {"projectId": project.projectId, **LIVE}, [("currentScore", -1), ("leadId", 1)]
         )
@@ -265,7 +265,7 @@ class LeaderboardView(ApiView):
 @app.page("/api/leaderboard/by-stage")
 class LeaderboardByStageView(ApiView):
     async def get(self, request: Request) -> Response:
-        project = self.project(request)
+        project = await self.project(request, need="read")
         counts = dict.fromkeys(STAGES, 0)
         pipeline: list[dict[str, Any]] = [
             {"$match": {"projectId": project.projectId, **LIVE}},

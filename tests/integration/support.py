@@ -457,3 +457,54 @@ async def consume_all(
         return found
     finally:
         await consumer.stop()
+
+
+# -- helpers of the access tests (tests/integration/test_access_*.py) ------------------------
+
+
+def admin_headers(deployment: Deployment, project_id: str | None = None) -> dict[str, str]:
+    """The deployment admin token; with a project id it acts as that project's owner."""
+    headers = {"Authorization": f"Bearer {deployment.admin_token}"}
+    if project_id is not None:
+        headers["X-Project-Id"] = project_id
+    return headers
+
+
+async def create_key(
+    api: Api, name: str, scopes: list[str], kind: str = "secret"
+) -> tuple[str, str]:
+    """A new key of `api`'s project (its key needs the admin scope): (key id, key)."""
+    status, body = await api.post("/api/keys", {"name": name, "kind": kind, "scopes": scopes})
+    assert status == 201, body
+    return str(body["id"]), str(body["key"])
+
+
+async def create_member(
+    api: Api, deployment: Deployment, project_id: str, email: str, password: str, role: str
+) -> str:
+    """A user with `role` in the project, logged in: returns the session's bearer token."""
+    admin = admin_headers(deployment)
+    status, body = await api.with_key("").post(
+        "/api/users", {"email": email, "password": password}, headers=admin
+    )
+    assert status == 201, body
+    status, body = await api.with_key("").request(
+        "PUT",
+        f"/api/members/{email}",
+        {"role": role},
+        headers=admin_headers(deployment, project_id),
+    )
+    assert status == 200, body
+    return await login(api, email, password)
+
+
+async def login(api: Api, email: str, password: str) -> str:
+    status, body = await api.with_key("").post(
+        "/api/auth/login", {"email": email, "password": password}
+    )
+    assert status == 200, body
+    return str(body["token"])
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
