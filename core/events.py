@@ -1,4 +1,9 @@
-"""Validation of incoming events (SPEC 2): errors are data that name each offending field."""
+"""Validation of incoming events (SPEC 2, 12): errors are data that name each offending field.
+
+One function, `validate_event`, serves every entry (the HTTP routes and the events topic), so
+what the API accepts and what the scoring agent accepts cannot drift apart; what it accepts is
+storable (`core.storable`).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ from typing import Any
 import orjson
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from core.storable import FieldError, check_text, check_timestamp_range, check_value
 from core.timeutil import US_PER_SECOND, format_timestamp, parse_timestamp
 
 __all__ = [
@@ -17,6 +23,7 @@ __all__ = [
     "EVENT_TYPE_RE",
     "MAX_FUTURE_US",
     "MAX_PROPERTIES_BYTES",
+    "MAX_TIMESTAMP_CHARS",
     "Event",
     "EventInput",
     "FieldError",
@@ -25,18 +32,10 @@ __all__ = [
 ]
 
 MAX_PROPERTIES_BYTES = 16 * 1024
+MAX_TIMESTAMP_CHARS = 64
 MAX_FUTURE_US = 5 * 60 * US_PER_SECOND
 EVENT_TYPE_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
 EVENT_TYPE_RE = re.compile(EVENT_TYPE_PATTERN)
-
-
-@dataclass(frozen=True, slots=True)
-class FieldError:
-    field: str
-    message: str
-
-    def as_json(self) -> dict[str, str]:
-        return {"field": self.field, "message": self.message}
 
 
 class InvalidEvent(ValueError):
@@ -85,15 +84,23 @@ class Event:
 class EventInput(BaseModel):
     """The JSON shape accepted by the API and on the topic; checks that need context come later."""
 
-    model_config = ConfigDict(extra="ignore", str_strip_whitespace=False)
+    # strict: no lax coercion (a number is never a string, "1" never a number)
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=False, strict=True)
 
     eventId: str | None = Field(default=None, min_length=1, max_length=128)
     eventType: str = Field(validation_alias=AliasChoices("eventType", "event"))
     leadId: str | None = Field(default=None, min_length=1, max_length=128)
     anonymousId: str | None = Field(default=None, min_length=1, max_length=128)
-    timestamp: str | None = None
+    timestamp: str | None = Field(default=None, max_length=MAX_TIMESTAMP_CHARS)
     properties: dict[str, Any] | None = None
     projectId: str | None = Field(default=None, min_length=1, max_length=128)
+
+    @field_validator("eventId", "leadId", "anonymousId", "projectId")
+    @classmethod
+    def _utf8(cls, value: str | None) -> str | None:
+        if value is not None and check_text(value, "") is not None:
+            raise ValueError("must be valid UTF-8 (no lone surrogates)")
+        return value
 
     @field_validator("eventType")
     @classmethod
@@ -108,9 +115,12 @@ class EventInput(BaseModel):
         if value is None:
             return None
         try:
-            parse_timestamp(value)
-        except ValueError as exc:
+            us = parse_timestamp(value)
+        except (ValueError, OverflowError) as exc:
             raise ValueError(f"must be ISO-8601 with a UTC offset ({exc})") from None
+        out_of_range = check_timestamp_range(us, "timestamp")
+        if out_of_range is not None:
+            raise ValueError(out_of_range.message)
         return value
 
 
@@ -165,11 +175,13 @@ def validate_event(
         errors.append(FieldError("timestamp", "is required"))
     elif timestamp - now > MAX_FUTURE_US:
         errors.append(FieldError("timestamp", "is more than 5 minutes in the future"))
-    if (
-        parsed.properties is not None
-        and len(orjson.dumps(parsed.properties)) > MAX_PROPERTIES_BYTES
-    ):
-        errors.append(FieldError("properties", "must be at most 16 KiB serialized"))
+    elif (range_error := check_timestamp_range(timestamp, "timestamp")) is not None:
+        errors.append(range_error)  # a Kafka record timestamp standing in for an absent one
+    if parsed.properties is not None:
+        unstorable = check_value(parsed.properties, "properties")
+        errors += unstorable
+        if not unstorable and len(orjson.dumps(parsed.properties)) > MAX_PROPERTIES_BYTES:
+            errors.append(FieldError("properties", "must be at most 16 KiB serialized"))
     if errors:
         raise InvalidEvent(errors)
     assert pid is not None and event_id is not None and timestamp is not None
