@@ -8,6 +8,7 @@ from faust.web import Request, Response
 from pydantic import ValidationError
 
 from app.records import ProjectSettings, RuleModel
+from app.settings import settings
 from app.topology import app
 from core.events import EVENT_TYPE_PATTERN, EVENT_TYPE_RE, FieldError
 from web.base import ApiError, ApiView, registry
@@ -24,7 +25,10 @@ __all__ = [
 
 def _fields(exc: ValidationError) -> list[FieldError]:
     return [
-        FieldError(".".join(str(p) for p in e["loc"]) or "body", e["msg"]) for e in exc.errors()
+        FieldError(
+            ".".join(str(p) for p in e["loc"]) or "body", e["msg"].removeprefix("Value error, ")
+        )
+        for e in exc.errors()
     ]
 
 
@@ -33,6 +37,17 @@ def _parse(model: Any, body: Any) -> Any:
         return model.model_validate(body)
     except ValidationError as exc:
         raise ApiError(422, "invalid body", _fields(exc)) from None
+
+
+def _check_room_for_a_rule(rules: int) -> None:
+    """A project holds at most LEADSCORE_MAX_RULES rules, so that its record (republished whole
+    on every change) stays far below the broker's message limit (issue 10 finding 7)."""
+    if rules >= settings.max_rules:
+        raise ApiError(
+            409,
+            "too many rules",
+            [FieldError("eventType", f"a project holds at most {settings.max_rules} rules")],
+        )
 
 
 @app.page("/api/projects")
@@ -83,7 +98,9 @@ class RuleView(ApiView):
     async def put(self, request: Request, event_type: str) -> Response:
         project = self.project(request)
         rule = _parse(RuleModel, await self.json_body(request, max_bytes=4096))
-        updated = await registry.put_rule(project.projectId, self._event_type(event_type), rule)
+        if self._event_type(event_type) not in project.rules:
+            _check_room_for_a_rule(len(project.rules))
+        updated = await registry.put_rule(project.projectId, event_type, rule)
         return self.reply({"eventType": event_type, **updated.rules[event_type].model_dump()})
 
     async def delete(self, request: Request, event_type: str) -> Response:
@@ -101,13 +118,7 @@ class SettingsView(ApiView):
 
     async def put(self, request: Request) -> Response:
         project = self.project(request)
+        # strict, finite, ranged and ordered (app.records): issue 10 finding 1
         new = _parse(ProjectSettings, await self.json_body(request, max_bytes=4096))
-        t = new.stageThresholds
-        if not t.qualified > t.hot > t.warm >= 0:
-            raise ApiError(
-                422,
-                "invalid body",
-                [FieldError("stageThresholds", "need qualified > hot > warm >= 0")],
-            )
         updated = await registry.put_settings(project.projectId, new)
         return self.reply(updated.settings.model_dump(mode="json"))
