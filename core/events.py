@@ -8,6 +8,7 @@ storable (`core.storable`).
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,7 @@ __all__ = [
     "EventInput",
     "FieldError",
     "InvalidEvent",
+    "idempotent_event_id",
     "validate_event",
 ]
 
@@ -122,6 +124,20 @@ class EventInput(BaseModel):
         if out_of_range is not None:
             raise ValueError(out_of_range.message)
         return value
+
+
+_IDEMPOTENCY_NAMESPACE = uuid.UUID("5d1c7f0e-58a4-4c43-9a55-6b3c0d1e2f10")
+
+
+def idempotent_event_id(project_id: str, idempotency_key: str, index: int | None = None) -> str:
+    """The eventId of an event sent without one under an `Idempotency-Key` (issue 10 finding 8).
+
+    A name-based UUID (v5) of project, key and (in a batch) the event's index: a retry with the
+    same key gets the same eventId on any process, after any restart, with no shared store —
+    and the lead's own deduplication (SPEC 3) then counts the event once.
+    """
+    name = f"{project_id}\n{idempotency_key}" + ("" if index is None else f"\n{index}")
+    return str(uuid.uuid5(_IDEMPOTENCY_NAMESPACE, name))
 
 
 def _pydantic_errors(exc: ValidationError) -> list[FieldError]:
