@@ -136,7 +136,8 @@ def idempotent_event_id(project_id: str, idempotency_key: str, index: int | None
     same key gets the same eventId on any process, after any restart, with no shared store —
     and the lead's own deduplication (SPEC 3) then counts the event once.
     """
-    name = f"{project_id}\n{idempotency_key}" + ("" if index is None else f"\n{index}")
+    # a JSON array, not a joined string: no two (project, key, index) share a name
+    name = orjson.dumps([project_id, idempotency_key, index]).decode()
     return str(uuid.uuid5(_IDEMPOTENCY_NAMESPACE, name))
 
 
