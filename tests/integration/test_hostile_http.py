@@ -8,6 +8,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import pytest
@@ -294,3 +295,45 @@ async def test_finding_8_the_same_idempotency_key_gives_the_same_event_id(
     assert await lead_count(api, "idem") == 4
     status, body = await api.post("/api/events", event, headers={"Idempotency-Key": "k" * 129})
     assert status == 400 and fields(body) == {"Idempotency-Key"}, body
+
+
+# -- SPEC 12: what is accepted is storable ---------------------------------------------------
+
+
+async def test_awkward_but_valid_events_round_trip_unchanged_through_kafka_tables_and_mongodb(
+    api: Api,
+) -> None:
+    """Every edge the validator lets through comes back from the timeline exactly as sent."""
+    deep: dict[str, Any] = {"leaf": [1, -1.5, None, True, ""]}
+    for _ in range(29):  # properties, 29 wraps, the leaf object and its list: 32 levels
+        deep = {"n": deep}
+    properties = {
+        "big": 2**63 - 1,
+        "small": -(2**63),
+        "tiny": 5e-324,
+        "huge": 1.7976931348623157e308,
+        "utm.source": "dotted key",
+        "_id": "not the document's",
+        "ключ": "é\u2028\U0001f600\x00",
+        "deep": deep,
+    }
+    lead = "lead\x00with nul é"
+    status, body = await api.post(
+        "/api/events",
+        {
+            "eventId": "edge\x00id",
+            "eventType": "a.b:c-d_e",
+            "leadId": lead,
+            "properties": properties,
+        },
+    )
+    assert status == 202, body
+    path = f"/api/leads/{quote(lead, safe='')}/timeline"
+    status, body = await eventually(
+        lambda: api.get(path), lambda r: r[0] == 200 and len(r[1]["history"]) == 1
+    )
+    (row,) = body["history"]
+    assert row["eventId"] == "edge\x00id" and row["eventType"] == "a.b:c-d_e"
+    assert row["properties"] == properties
+    status, body = await api.get(f"/api/leads/{quote(lead, safe='')}")
+    assert status == 200 and body["eventCount"] == 1, body
