@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from faust.web import Request, Response
@@ -9,7 +12,7 @@ from pydantic import ValidationError
 
 from app.records import ProjectSettings, RuleModel
 from app.settings import settings
-from app.topology import app
+from app.topology import app, directory
 from core.events import EVENT_TYPE_PATTERN, EVENT_TYPE_RE, FieldError
 from web.base import ApiError, ApiView, registry
 
@@ -37,6 +40,28 @@ def _parse(model: Any, body: Any) -> Any:
         return model.model_validate(body)
     except ValidationError as exc:
         raise ApiError(422, "invalid body", _fields(exc)) from None
+
+
+_changing: dict[str, asyncio.Lock] = {}
+CHANGE_RETRY_AFTER_SECONDS = 1
+
+
+@asynccontextmanager
+async def _one_change_at_a_time(project_id: str) -> AsyncIterator[None]:
+    """Changes to one project from this process, one after the other.
+
+    The registry's read-change-write is optimistic and gives up after 50 lost races: a burst of
+    concurrent changes to one project made the losers answer 500. In turn, they only race with
+    other processes; a change that still cannot get through is a 503 to retry, not a 500.
+    """
+    lock = _changing.setdefault(project_id, asyncio.Lock())
+    async with lock:
+        try:
+            yield
+        except RuntimeError as exc:  # ProjectRegistry._update: kept changing under us
+            raise ApiError(
+                503, f"project busy; retry ({exc})", retry_after=CHANGE_RETRY_AFTER_SECONDS
+            ) from None
 
 
 def _check_room_for_a_rule(rules: int) -> None:
@@ -98,16 +123,21 @@ class RuleView(ApiView):
     async def put(self, request: Request, event_type: str) -> Response:
         project = self.project(request)
         rule = _parse(RuleModel, await self.json_body(request, max_bytes=4096))
-        if self._event_type(event_type) not in project.rules:
-            _check_room_for_a_rule(len(project.rules))
-        updated = await registry.put_rule(project.projectId, event_type, rule)
+        self._event_type(event_type)
+        async with _one_change_at_a_time(project.projectId):
+            # the project as of now: changes queued before this one may have added rules
+            current = directory.get(project.projectId) or project
+            if event_type not in current.rules:
+                _check_room_for_a_rule(len(current.rules))
+            updated = await registry.put_rule(project.projectId, event_type, rule)
         return self.reply({"eventType": event_type, **updated.rules[event_type].model_dump()})
 
     async def delete(self, request: Request, event_type: str) -> Response:
         project = self.project(request)
         if self._event_type(event_type) not in project.rules:
             raise ApiError(404, "no such rule", [FieldError("eventType", "has no rule")])
-        await registry.delete_rule(project.projectId, event_type)
+        async with _one_change_at_a_time(project.projectId):
+            await registry.delete_rule(project.projectId, event_type)
         return self.reply({"eventType": event_type, "deleted": True})
 
 
@@ -120,5 +150,6 @@ class SettingsView(ApiView):
         project = self.project(request)
         # strict, finite, ranged and ordered (app.records): issue 10 finding 1
         new = _parse(ProjectSettings, await self.json_body(request, max_bytes=4096))
-        updated = await registry.put_settings(project.projectId, new)
+        async with _one_change_at_a_time(project.projectId):
+            updated = await registry.put_settings(project.projectId, new)
         return self.reply(updated.settings.model_dump(mode="json"))
