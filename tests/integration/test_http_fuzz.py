@@ -6,7 +6,8 @@ so a new route is fuzzed without editing this file. Afterwards: no request got a
 the worker is alive, a victim project's lead (whose key the fuzz never holds) is still exact in
 the table and in MongoDB, and the sink still materializes a fresh event.
 
-Size: LEADSCORE_FUZZ_REQUESTS (default 400) requests; LEADSCORE_FUZZ_SEED to replay a run.
+Size: LEADSCORE_FUZZ_REQUESTS (default 400) requests, three quarters one at a time and the rest
+in bursts of 8 concurrent ones (races); LEADSCORE_FUZZ_SEED to replay a run.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ pytestmark = pytest.mark.integration
 FUZZ_REQUESTS = int(os.environ.get("LEADSCORE_FUZZ_REQUESTS", "400"))
 FUZZ_SEED = int(os.environ.get("LEADSCORE_FUZZ_SEED", str(random.randrange(2**32))))
 REQUEST_TIMEOUT = 30.0  # a request slower than this is a hang
+BURST = 8
 
 _LIST_ROUTES = """
 import json, app.worker
@@ -282,7 +284,7 @@ async def test_no_request_to_any_route_gets_a_5xx_or_hangs_or_hurts_another_tena
     failures: list[str] = []
     statuses: Counter[int] = Counter()
 
-    def send(drawn: Any) -> None:
+    async def one(drawn: Any) -> None:
         (method, template), segments, query, headers, key, token, body, keyed = drawn
         target = fill(template, segments) + (b"?" + query if query else b"")
         sent = dict(headers)
@@ -290,15 +292,13 @@ async def test_no_request_to_any_route_gets_a_5xx_or_hangs_or_hurts_another_tena
             sent[b"X-API-Key"] = key
             sent.setdefault(b"Authorization", token)
         try:
-            reply: RawReply = asyncio.run(
-                raw_http(
-                    worker.url,
-                    method.encode(),
-                    target,
-                    list(sent.items()),
-                    body if method not in ("GET", "HEAD") else b"",
-                    timeout=REQUEST_TIMEOUT,
-                )
+            reply: RawReply = await raw_http(
+                worker.url,
+                method.encode(),
+                target,
+                list(sent.items()),
+                body if method not in ("GET", "HEAD") else b"",
+                timeout=REQUEST_TIMEOUT,
             )
         except TimeoutError:
             failures.append(f"hang: {method} {target!r}")
@@ -308,15 +308,23 @@ async def test_no_request_to_any_route_gets_a_5xx_or_hangs_or_hurts_another_tena
             failures.append(f"{reply.status}: {method} {target!r} {sent!r} {body[:200]!r}")
             raise AssertionError(failures[-1] + f" -> {reply.body[:300]!r}")
 
-    fuzz: Callable[[], None] = seed(FUZZ_SEED)(
-        settings(
-            max_examples=FUZZ_REQUESTS,
-            deadline=None,
-            database=None,
-            suppress_health_check=list(HealthCheck),
-        )(given(request)(send))
-    )
-    await asyncio.to_thread(fuzz)
+    async def together(drawn: list[Any]) -> None:
+        await asyncio.gather(*(one(d) for d in drawn))
+
+    def run(strategy: Any, examples: int, send: Callable[[Any], Any]) -> None:
+        seed(FUZZ_SEED)(
+            settings(
+                max_examples=examples,
+                deadline=None,
+                database=None,
+                suppress_health_check=list(HealthCheck),
+            )(given(strategy)(lambda drawn: asyncio.run(send(drawn))))
+        )()
+
+    # one request at a time, then bursts of 8 at once (races: admin slots, project changes)
+    await asyncio.to_thread(run, request, FUZZ_REQUESTS * 3 // 4, one)
+    burst = st.lists(request, min_size=BURST, max_size=BURST)
+    await asyncio.to_thread(run, burst, max(1, FUZZ_REQUESTS // 4 // BURST), together)
     assert not failures, failures
     print(f"fuzz seed {FUZZ_SEED}: statuses {sorted(statuses.items())}")
     # the fuzz reached the handlers, not only the authentication in front of them
