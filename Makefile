@@ -12,11 +12,11 @@ BROKERS ?= 1
 .PHONY: install stack-up stack-down stack-status test unit lint typecheck demo run bench bench-quick clean
 .PHONY: sdk-js sdk-js-test browser-deps
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml sdk/python/pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[dev]" SecantusDB
+	$(PY) -m pip install -q -e ".[dev]" -e "./sdk/python[kafka]" SecantusDB
 	touch $(STAMP)
 
 install: $(STAMP)
