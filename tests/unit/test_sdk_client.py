@@ -3,6 +3,7 @@ Against the real stack: tests/integration/test_sdk_python.py."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -79,6 +80,22 @@ def test_no_request_holds_more_than_max_batch_events() -> None:
         c.track("download", lead_id=f"l{i}")
     assert c.flush(timeout=10)
     assert sorted(len(a) for a in fake.attempts) == [2, 4, 4]
+    c.close()
+
+
+def test_no_request_is_larger_than_the_batch_route_takes() -> None:
+    from leadscore_client.client import MAX_REQUEST_BYTES
+
+    fake = FakeTransport()
+    c = client(fake, flush_interval=5)
+    big = {"blob": "é" * 7_000}  # 14 KB of UTF-8: under the 16 KiB a property set may have
+    for i in range(150):  # about 2.1 MB in all: three requests, not one the server would refuse
+        c.track("download", lead_id=f"l{i}", properties=big)
+    assert c.flush(timeout=10)
+    sizes = [len(json.dumps({"events": a}, ensure_ascii=False).encode()) for a in fake.attempts]
+    assert len(fake.attempts) == 3
+    assert all(size <= MAX_REQUEST_BYTES for size in sizes), sizes
+    assert sum(len(a) for a in fake.attempts) == 150
     c.close()
 
 
@@ -182,6 +199,12 @@ def test_bad_calls_raise_at_the_call() -> None:
         c.track("signup", lead_id="x" * 129)
     with pytest.raises(ValueError, match="e-mail"):
         c.identify(" ", lead_id="l")
+    with pytest.raises(ValueError, match="16 KiB"):
+        c.track("signup", lead_id="l", properties={"blob": "x" * 16_400})
+    with pytest.raises(ValueError, match="finite"):
+        c.track("signup", lead_id="l", properties={"ratio": float("nan")})
+    with pytest.raises(ValueError, match="JSON"):
+        c.track("signup", lead_id="l", properties={"when": object()})
     assert c.pending() == 0
     c.close()
     with pytest.raises(RuntimeError, match="closed"):
@@ -217,3 +240,27 @@ def test_the_kafka_record_is_the_spec_wire_format() -> None:
         assert key == b"prj_1:crm-1"  # the leadId wins over the anonymousId (SPEC 1)
     finally:
         transport.close()
+
+
+def test_events_still_queued_when_the_program_exits_are_sent() -> None:
+    import subprocess
+    import sys
+
+    program = """
+import sys
+from leadscore_client import LeadscoreClient
+
+class Printing:
+    def send(self, events):
+        print(" ".join(e["eventId"] for e in events), flush=True)
+    def close(self):
+        pass
+
+client = LeadscoreClient("lss_x", transport=Printing(), flush_interval=3600)
+print("queued", client.track("signup", lead_id="l1", event_id="exit-1"), flush=True)
+sys.exit(0)  # no flush, no close: the daemon thread would die with the interpreter
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=60, check=True
+    ).stdout.split("\n")
+    assert out[:2] == ["queued exit-1", "exit-1"], out

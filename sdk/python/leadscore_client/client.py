@@ -9,6 +9,7 @@ or after the server's `Retry-After`, and `flush`/`close` wait for what was queue
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 import time
@@ -26,7 +27,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from leadscore_client.events import build_event
+from leadscore_client.events import build_event, encoded_size
 from leadscore_client.transports import (
     HttpTransport,
     KafkaTransport,
@@ -40,6 +41,8 @@ __all__ = ["LeadscoreClient"]
 log = logging.getLogger("leadscore_client")
 
 Event = dict[str, Any]
+# the batch route takes at most 1 MiB; leave room for the {"events": [...]} around the events
+MAX_REQUEST_BYTES = 1024 * 1024 - 4096
 OnError = Callable[[Sequence[Event], Exception], None]
 
 
@@ -53,7 +56,8 @@ class LeadscoreClient:
     `flush_interval`: seconds a first event waits for company; `max_batch`: events per request
     (the server takes up to 1,000); `max_retries`: resends of a batch before it is given up and
     handed to `on_error` (default: a logged warning); `retry_base`/`retry_cap`: the backoff's
-    first wait and its ceiling, in seconds.
+    first wait and its ceiling, in seconds; `exit_timeout`: seconds the interpreter's exit waits
+    for queued events (the thread is a daemon: without this they would be lost).
     """
 
     def __init__(
@@ -67,6 +71,7 @@ class LeadscoreClient:
         retry_base: float = 0.5,
         retry_cap: float = 30.0,
         timeout: float = 10.0,
+        exit_timeout: float = 5.0,
         on_error: OnError | None = None,
         transport: Transport | None = None,
     ) -> None:
@@ -80,13 +85,16 @@ class LeadscoreClient:
             initial=retry_base, max=retry_cap, jitter=retry_base
         )
         self._on_error = on_error or _log_error
-        self._queue: deque[Event] = deque()
+        self._queue: deque[tuple[Event, int]] = deque()  # each event with its encoded size
+        self._queued_bytes = 0
         self._unsettled = 0  # queued or in flight: flush() waits for 0
         self._lock = threading.Condition()
         self._flush_now = False
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="leadscore-client", daemon=True)
         self._thread.start()
+        self._exit_timeout = exit_timeout
+        atexit.register(self._close_at_exit)
 
     @classmethod
     def kafka(
@@ -190,11 +198,15 @@ class LeadscoreClient:
         with self._lock:
             if self._closed:
                 return
+        atexit.unregister(self._close_at_exit)
         self.flush(timeout)
         with self._lock:
             self._closed = True
             self._lock.notify_all()
         self._thread.join(timeout)
+
+    def _close_at_exit(self) -> None:
+        self.close(self._exit_timeout)
 
     def pending(self) -> int:
         """Events queued or in flight."""
@@ -215,16 +227,19 @@ class LeadscoreClient:
     # -- the background thread ---------------------------------------------------------------
 
     def _enqueue(self, event: Event) -> str:
+        size = encoded_size(event) + 1  # and its comma
         with self._lock:
             if self._closed:
                 raise RuntimeError("the client is closed")
-            self._queue.append(event)
+            self._queue.append((event, size))
+            self._queued_bytes += size
             self._unsettled += 1
-            if len(self._queue) >= self.max_batch:
-                self._lock.notify_all()
-            elif len(self._queue) == 1:
-                self._lock.notify_all()  # starts the flush_interval wait
+            if len(self._queue) == 1 or self._batch_full():
+                self._lock.notify_all()  # starts the flush_interval wait, or ends it
         return str(event["eventId"])
+
+    def _batch_full(self) -> bool:
+        return len(self._queue) >= self.max_batch or self._queued_bytes >= MAX_REQUEST_BYTES
 
     def _next_batch(self) -> list[Event] | None:
         """Wait for a first event, then up to flush_interval for a full batch (or a flush)."""
@@ -236,14 +251,23 @@ class LeadscoreClient:
                 return None  # closed and drained
             deadline = time.monotonic() + self.flush_interval
             while (
-                len(self._queue) < self.max_batch
+                not self._batch_full()
                 and not self._flush_now
                 and not self._closed
                 and (left := deadline - time.monotonic()) > 0
             ):
                 self._lock.wait(left)
-            count = min(self.max_batch, len(self._queue))
-            return [self._queue.popleft() for _ in range(count)]
+            batch: list[Event] = []
+            size = 0
+            while self._queue and len(batch) < self.max_batch:
+                event, event_size = self._queue[0]
+                if batch and size + event_size > MAX_REQUEST_BYTES:
+                    break
+                self._queue.popleft()
+                self._queued_bytes -= event_size
+                batch.append(event)
+                size += event_size
+            return batch
 
     def _run(self) -> None:
         try:

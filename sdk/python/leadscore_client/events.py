@@ -3,16 +3,27 @@ at the call, not an event lost later in a background thread."""
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["EVENT_TYPE_RE", "build_event", "lead_key"]
+__all__ = ["EVENT_TYPE_RE", "MAX_PROPERTIES_BYTES", "build_event", "encoded_size", "lead_key"]
 
 EVENT_TYPE_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 MAX_ID = 128
+MAX_PROPERTIES_BYTES = 16 * 1024  # serialized compactly as UTF-8, as the server measures it
+
+
+def encoded_size(value: Any) -> int:
+    """Bytes of `value` as compact UTF-8 JSON; ValueError if it is not JSON (or has NaN/inf)."""
+    try:
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"properties must be JSON with finite numbers: {exc}") from None
+    return len(text.encode())
 
 
 def _check_id(name: str, value: str | None) -> None:
@@ -50,6 +61,8 @@ def build_event(
     _check_id("event_id", event_id)
     if properties is not None and not isinstance(properties, Mapping):
         raise ValueError("properties must be a mapping")
+    if properties and encoded_size(dict(properties)) > MAX_PROPERTIES_BYTES:
+        raise ValueError("properties must be at most 16 KiB serialized")
     event: dict[str, Any] = {
         "eventId": event_id or str(uuid.uuid4()),
         "eventType": event_type,
