@@ -23,6 +23,7 @@ const DEFAULTS = {
   maxRetries: 8, // attempts after the first before a batch is given up
   retryBase: 1000, // ms, doubled per attempt
   retryCap: 30000, // ms, the longest backoff (a Retry-After from the server is honoured as is)
+  timeout: 10000, // ms before a request that has not answered is abandoned and retried
 };
 
 function memoryStorage() {
@@ -72,6 +73,7 @@ function retryAfterMs(response, now) {
 
 export function createLeadscore(env = {}) {
   const g = typeof globalThis === "object" ? globalThis : {};
+  const AbortSignal = g.AbortSignal; // absent in old browsers: requests then wait as long as they do
   const fetchFn = env.fetch || (g.fetch ? g.fetch.bind(g) : null);
   const nav = env.navigator || g.navigator;
   const doc = env.document || g.document;
@@ -151,9 +153,10 @@ export function createLeadscore(env = {}) {
         method: "POST",
         headers: { "Content-Type": "application/json", "X-API-Key": config.key },
         body: JSON.stringify({ events }),
+        signal: AbortSignal && AbortSignal.timeout ? AbortSignal.timeout(config.timeout) : undefined,
       });
     } catch (_) {
-      return backoffMs(); // offline, DNS, CORS refusal of a starting server: try again later
+      return backoffMs(); // offline, timeout, CORS refusal of a starting server: try again later
     }
     const status = response.status;
     if (status >= 200 && status < 300) return null;

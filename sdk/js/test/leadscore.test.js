@@ -120,6 +120,25 @@ test("a retry resends the same events with the same eventIds (it counts once)", 
   assert.equal(ls.pending(), 0);
 });
 
+test("a request that does not answer within timeout is abandoned and sent again", async () => {
+  let calls = 0;
+  const hanging = (url, init) => {
+    calls += 1;
+    if (calls > 1) return Promise.resolve(response(202));
+    return new Promise((_, reject) => init.signal.addEventListener("abort", () => reject(init.signal.reason)));
+  };
+  const { ls, timers } = setup({ fetch: hanging });
+  ls.init({ key: KEY, host: HOST, timeout: 20 });
+  ls.track("signup");
+  const keepAlive = setTimeout(() => {}, 5000); // Node's AbortSignal.timeout alone keeps no loop
+  await ls.flush(); // aborted after 20 ms: waits for its retry
+  clearTimeout(keepAlive);
+  assert.equal(ls.pending(), 1);
+  await timers.fire();
+  assert.equal(calls, 2);
+  assert.equal(ls.pending(), 0);
+});
+
 test("backoff is exponential with jitter and capped", async () => {
   const plan = Array.from({ length: 7 }, () => response(500));
   const { ls, timers } = setup({ plan });
