@@ -6,20 +6,25 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
+import aiohttp
 import pytest
-from leadscore_client import LeadscoreClient
+from leadscore_client import HttpTransport, LeadscoreClient, RetryableError
 
 from app.partitioning import partition_for
 from tests.integration.support import (
     Api,
     Deployment,
+    WorkerProcess,
     consume_all,
     create_key,
+    create_project,
     eventually,
     project_id_of,
+    start_worker,
 )
 
 pytestmark = pytest.mark.integration
@@ -193,3 +198,55 @@ async def test_the_kafka_mode_produces_records_that_are_scored(
         assert record.key == f"{project_id}:{lead_key}".encode()
         assert value["projectId"] == project_id
         assert record.partition == partition_for(record.key, deployment.partitions)
+
+
+RATE = 5  # requests a second per credential on the limited worker
+
+
+@pytest.fixture(scope="module")
+async def limited(
+    stack: tuple[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[tuple[Deployment, WorkerProcess]]:
+    """A worker whose rate limit a client reaches at once: its answers include 429s."""
+    deployment = Deployment.on(stack, LEADSCORE_RATE_LIMIT=f"{RATE}/second")
+    proc = await start_worker(deployment, tmp_path_factory.mktemp("sdk"), "limited")
+    try:
+        yield deployment, proc
+    finally:
+        proc.stop()
+
+
+class CountingTransport(HttpTransport):
+    """The real HTTP transport, remembering the retryable answers it got."""
+
+    def __init__(self, key: str, host: str) -> None:
+        super().__init__(key, host)
+        self.retryable: list[RetryableError] = []
+
+    def send(self, events: Sequence[Mapping[str, Any]]) -> None:
+        try:
+            super().send(events)
+        except RetryableError as exc:
+            self.retryable.append(exc)
+            raise
+
+
+async def test_the_client_waits_out_429_with_retry_after_and_delivers_everything_once(
+    http: aiohttp.ClientSession, limited: tuple[Deployment, WorkerProcess]
+) -> None:
+    deployment, proc = limited
+    _, key = await create_project(http, proc.url, deployment.admin_token, "sdk-429")
+    api = Api(http, proc.url, key)
+    transport = CountingTransport(key, proc.url)
+    client = LeadscoreClient(key, transport=transport, max_batch=1, flush_interval=0)
+    count = 4 * RATE  # one request each: four times what a second allows
+    for i in range(count):
+        client.track("email_open", lead_id="busy", event_id=f"busy-{i}")
+    await _close(client)
+
+    assert transport.retryable, "the worker never answered 429"
+    assert all(str(e) == "HTTP 429" for e in transport.retryable)
+    assert all(e.retry_after is not None and e.retry_after >= 1 for e in transport.retryable)
+    lead = await _lead(api, "busy", count)
+    assert lead["eventCount"] == count
+    assert lead["currentScore"] == 10.0 * count
