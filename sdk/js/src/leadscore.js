@@ -125,27 +125,26 @@ export function createLeadscore(env = {}) {
       attempt = 0;
     }
     const sent = batch;
-    sending = attemptSend(sent).then((retryIn) => {
+    sending = attemptSend(sent).then((outcome) => {
       sending = null;
-      if (batch !== sent) retryIn = null; // the page-hide beacon took it meanwhile
-      if (retryIn === 0) return send(); // what was left of a batch after dropping invalid events
-      if (retryIn !== null) {
-        attempt += 1;
-        if (attempt > config.maxRetries) {
-          warn(`leadscore: gave up on ${sent.length} events after ${attempt} attempts`);
-          batch = null;
-        } else {
-          schedule(retryIn);
-          return;
-        }
+      if (batch !== sent) return queue.length ? send() : undefined; // the page-hide beacon took it
+      if (Array.isArray(outcome)) {
+        batch = outcome.length ? outcome : null; // the valid rest of a batch, sent at once
+        return send();
       }
-      if (batch === sent) batch = null;
+      if (outcome !== null) {
+        attempt += 1;
+        if (attempt <= config.maxRetries) return schedule(outcome);
+        warn(`leadscore: gave up on ${sent.length} events after ${attempt} attempts`);
+      }
+      batch = null;
       if (queue.length) return send();
     });
     return sending;
   }
 
-  /** Resolves to null when the batch is done with (sent, or refused for good), else ms to wait. */
+  /** Resolves to null when the batch is done with (sent, or refused for good), to the ms to wait
+   * before sending it again, or to the events of it to send again at once. */
   async function attemptSend(events) {
     let response;
     try {
@@ -172,13 +171,10 @@ export function createLeadscore(env = {}) {
       } catch (_) {
         invalid = [];
       }
-      const rest = events.filter((_, i) => !invalid.includes(i));
-      warn(`leadscore: ${events.length - rest.length} invalid events dropped`);
-      if (invalid.length && rest.length && batch === events) {
-        batch = rest;
-        return 0;
+      if (invalid.length) {
+        warn(`leadscore: ${invalid.length} invalid events dropped`);
+        return events.filter((_, i) => !invalid.includes(i));
       }
-      return null;
     }
     warn(`leadscore: events refused with HTTP ${status}`); // bad key or origin: resending won't help
     return null;

@@ -168,6 +168,18 @@ test("429 and 503 wait as long as Retry-After says (seconds or an HTTP date)", a
   assert.equal(ls.pending(), 0);
 });
 
+test("Retry-After: 0 still counts as an attempt (no endless resending)", async () => {
+  const plan = Array.from({ length: 5 }, () => response(503, {}, { "Retry-After": "0" }));
+  const { ls, net, timers, warnings } = setup({ plan });
+  ls.init({ key: KEY, host: HOST, maxRetries: 3 });
+  ls.track("page_view");
+  await ls.flush();
+  for (let i = 0; i < 5; i++) await timers.fire();
+  assert.equal(net.calls.length, 4);
+  assert.equal(ls.pending(), 0);
+  assert.match(warnings.join(), /gave up on 1 events after 4 attempts/);
+});
+
 test("a batch is given up after maxRetries, with a warning, and the next one goes on", async () => {
   const plan = [response(500), response(500), response(500), response(202)];
   const { ls, net, timers, warnings } = setup({ plan });
@@ -197,13 +209,14 @@ test("a refused key or origin (401/403) is not retried", async () => {
 
 test("422 drops only the invalid events and sends the rest again at once", async () => {
   const invalid = { invalid: [{ index: 1, fields: [{ field: "properties", message: "too big" }] }] };
-  const { ls, net } = setup({ plan: [response(422, invalid), response(202)] });
+  const { ls, net, timers, warnings } = setup({ plan: [response(422, invalid), response(202)] });
   ls.init({ key: KEY, host: HOST });
   const first = ls.track("page_view");
   ls.track("download", { huge: true });
   const third = ls.track("signup");
-  await ls.flush();
+  await timers.fire(); // the flush interval: no flush() call drives the resend
   assert.equal(net.calls.length, 2);
+  assert.match(warnings.join(), /1 invalid events dropped/);
   assert.deepEqual(
     net.calls[1].body.events.map((e) => e.eventId),
     [first, third],
