@@ -24,6 +24,7 @@ const DEFAULTS = {
   retryBase: 1000, // ms, doubled per attempt
   retryCap: 30000, // ms, the longest backoff (a Retry-After from the server is honoured as is)
   timeout: 10000, // ms before a request that has not answered is abandoned and retried
+  maxQueue: 1000, // events kept while leadscore cannot be reached; beyond it the oldest go
 };
 
 function memoryStorage() {
@@ -218,6 +219,11 @@ export function createLeadscore(env = {}) {
     const event = { eventId: newUuid(cryptoObj, random), eventType, anonymousId: api.anonymousId() };
     if (properties && typeof properties === "object") event.properties = { ...properties };
     queue.push(event);
+    const limit = config ? config.maxQueue : DEFAULTS.maxQueue;
+    if (queue.length > limit) {
+      queue.splice(0, queue.length - limit); // a page offline for long must not grow without end
+      warn(`leadscore: more than ${limit} events waiting; the oldest was dropped`);
+    }
     if (config) {
       if (queue.length >= config.maxBatch) send();
       else if (timer === null && !sending && !batch) schedule(config.flushInterval);

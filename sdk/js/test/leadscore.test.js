@@ -196,6 +196,20 @@ test("a batch is given up after maxRetries, with a warning, and the next one goe
   assert.equal(net.calls[3].body.events[0].eventType, "signup");
 });
 
+test("while leadscore cannot be reached at most maxQueue events wait; the oldest go", async () => {
+  const { ls, net, timers, warnings } = setup({ plan: [new TypeError("offline")] });
+  ls.init({ key: KEY, host: HOST, maxBatch: 2, maxQueue: 3 });
+  const ids = [0, 1].map(() => ls.track("page_view")); // the first batch: waits for its retry
+  await ls.flush();
+  const later = [0, 1, 2, 3].map(() => ls.track("download"));
+  assert.equal(ls.pending(), 2 + 3);
+  assert.match(warnings.join(), /more than 3 events waiting/);
+  await timers.fire();
+  await ls.flush();
+  const sent = net.calls.slice(1).flatMap((c) => c.body.events.map((e) => e.eventId));
+  assert.deepEqual(sent, [...ids, ...later.slice(1)]);
+});
+
 test("a refused key or origin (401/403) is not retried", async () => {
   const { ls, net, timers, warnings } = setup({ plan: [response(403)] });
   ls.init({ key: KEY, host: HOST });
