@@ -12,6 +12,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from selenium.webdriver.support.wait import WebDriverWait
 
 from tests.browser.conftest import StaticSite
 from tests.integration.support import (
@@ -73,7 +74,9 @@ def _visit(driver: Any, site: StaticSite) -> tuple[str, int]:
     driver.get(f"{site.origin}/index.html")
     anonymous_id = driver.execute_script("return leadscore.anonymousId()")
     driver.find_element("id", "next").click()  # leaving the page: the beacon sends page 1
-    driver.find_element("tag name", "h1")
+    WebDriverWait(driver, 60).until(
+        lambda d: d.execute_script("return document.title") == "Pricing"
+    )
     assert driver.execute_script("return leadscore.anonymousId()") == anonymous_id  # kept
     pending = _run(driver, "window.sdkDone")
     return anonymous_id, pending
