@@ -23,7 +23,7 @@ from app import faults
 from app.clock import now_us
 from app.faults import dead_letter, isolate
 from app.partitioning import partition_for
-from app.records import ProjectRecord, lead_changes, storability_errors
+from app.records import ProjectRecord, lead_changes
 from app.settings import settings
 from app.topology import (
     app,
@@ -54,10 +54,6 @@ async def _decode(message: Any, data: Any) -> tuple[Event, ProjectRecord] | None
         )
     except InvalidEvent as exc:
         await dead_letter(message, "invalid event", exc.errors)
-        return None
-    unstorable = storability_errors(decoded)
-    if unstorable:  # before any table write: half-applied, it would trip every later read
-        await dead_letter(message, "invalid event", unstorable)
         return None
     project = directory.get(decoded.project_id)
     if project is None:

@@ -202,6 +202,39 @@ def project_create(name: str, as_json: bool) -> None:
         click.echo(f"projectId: {record.projectId}\napiKey:    {api_key}   (shown once)")
 
 
+@main.group()
+def user() -> None:
+    """Users who log in (dashboard, scripts) and their roles in projects."""
+
+
+@user.command("create")
+@click.option("--email", required=True)
+@click.option(
+    "--password",
+    prompt=True,
+    hide_input=True,
+    confirmation_prompt=True,
+    help="Asked for when not given (do not put it in shell history).",
+)
+@click.option("--project", "project_id", default=None, help="Grant a role in this project.")
+@click.option(
+    "--role",
+    type=click.Choice(["owner", "admin", "member", "viewer"]),
+    default="owner",
+    show_default=True,
+)
+def user_create(email: str, password: str, project_id: str | None, role: str) -> None:
+    """Create a user (the first one, typically an owner of the first project); the same as
+    `POST /api/users` and `PUT /api/members/{email}` with the admin token."""
+    from app.admin import create_user
+
+    try:
+        created = asyncio.run(create_user(email, password, project_id, role))
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(json.dumps(created))
+
+
 @main.command()
 def topics() -> None:
     """Create the topics (idempotent); a worker does this on start too."""

@@ -48,9 +48,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import importlib
+import inspect
 from collections.abc import Mapping, Set
 from typing import Any
 
+import faust
 from faust.tables.base import Collection
 from faust.tables.manager import TableManager
 from faust.transport.consumer import Consumer
@@ -58,7 +62,112 @@ from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.transport.producer import ProducerBuffer
 from faust.types import TP
 
-__all__ = ["apply", "unsent_messages"]
+__all__ = [
+    "FAUST_VERSION",
+    "PATCH_TARGETS",
+    "UnsupportedFaust",
+    "aiokafka_producer",
+    "apply",
+    "changed_targets",
+    "check_faust_version",
+    "partition_db",
+    "source_digest",
+    "unsent_messages",
+]
+
+# The one Faust release these patches were written against and traced on (ADR 0011, 0012).
+# pyproject.toml pins it; `apply()` refuses any other, because a patch that silently stops
+# matching its target would bring back lost or doubled records without any error.
+FAUST_VERSION = "0.15.3"
+
+# For each patch: the Faust (or aiokafka) code it replaces or relies on, with the SHA-256
+# prefix of that code's source as it was when the patch was written. A unit test recomputes
+# them (tests/unit/test_faust_patches.py): any change in a target fails it, naming the patch
+# to re-check.
+PATCH_TARGETS: Mapping[int, tuple[tuple[str, str], ...]] = {
+    1: (
+        ("faust.transport.producer:ProducerBuffer.flush", "26fbebb124ad9c98"),
+        ("faust.transport.producer:ProducerBuffer._send_pending", "4a9d5f932b56bc68"),
+    ),
+    2: (
+        ("faust.transport.drivers.aiokafka:AIOKafkaConsumerThread.seek_to_committed",
+         "775ab0adc4b052ab"),
+        ("aiokafka.consumer.consumer:AIOKafkaConsumer.seek_to_committed", "f6cd85c8b70a4ccf"),
+    ),
+    3: (
+        ("faust.transport.consumer:Consumer.ack", "5fcf41cf45153475"),
+        ("faust.transport.consumer:Consumer.on_partitions_assigned", "29ce96596f05a18c"),
+        ("faust.transport.consumer:Consumer._new_offset", "1d2c7ea89a7ad4f1"),
+    ),
+    4: (
+        ("faust.transport.producer:ProducerBuffer.wait_until_ebb", "758dd5744044071b"),
+        ("faust.transport.producer:ProducerBuffer._send_pending", "4a9d5f932b56bc68"),
+    ),
+    5: (
+        ("faust.tables.base:Collection._on_changelog_sent", "60122c86a120d82c"),
+        ("faust.tables.manager:TableManager.on_commit", "2aef0784a10ffc01"),
+        ("faust.tables.base:Collection.on_stop", "b01e5bb117855e6b"),
+        ("faust.stores.rocksdb:Store.set_persisted_offset", "b4c811926678346e"),
+    ),
+    6: (
+        ("faust.transport.consumer:Consumer.perform_seek", "0e8c130ff4b0afd8"),
+        ("faust.tables.recovery:Recovery.on_recovery_completed", "6ef567acf072e46d"),
+        ("faust.tables.recovery:Recovery._resume_streams", "d986a6710c1aca98"),
+    ),
+}
+
+
+class UnsupportedFaust(RuntimeError):
+    """The installed Faust is not the release the patches were written for."""
+
+
+def check_faust_version(installed: str = faust.__version__) -> None:
+    if installed != FAUST_VERSION:
+        raise UnsupportedFaust(
+            f"leadscore's Faust patches target faust-streaming {FAUST_VERSION}, found "
+            f"{installed}: re-check every patch in app/faust_patches.py (their targets are "
+            "listed in PATCH_TARGETS) before changing the pin"
+        )
+
+
+def _owner_and_name(target: str) -> tuple[Any, str]:
+    module_name, _, qualname = target.partition(":")
+    owner: Any = importlib.import_module(module_name)
+    *path, name = qualname.split(".")
+    for part in path:
+        owner = getattr(owner, part)
+    return owner, name
+
+
+def source_digest(target: str) -> str:
+    """SHA-256 prefix of the installed source of `module:Class.attr` — of the original when
+    `apply()` has replaced it."""
+    owner, name = _owner_and_name(target)
+    code = _ORIGINALS.get((owner, name)) or inspect.getattr_static(owner, name)
+    return hashlib.sha256(inspect.getsource(code).encode()).hexdigest()[:16]
+
+
+def changed_targets() -> list[str]:
+    """`"patch N: target"` for every target whose source differs from the recorded one."""
+    changed = []
+    for number, targets in PATCH_TARGETS.items():
+        for target, digest in targets:
+            if source_digest(target) != digest:
+                changed.append(f"patch {number}: {target}")
+    return changed
+
+
+def aiokafka_producer(app: Any) -> Any:
+    """The aiokafka producer under Faust's producer (for batch sends that bypass Faust's
+    per-message machinery); started on first use, like Faust does."""
+    return app.producer._ensure_producer()
+
+
+def partition_db(store: Any, partition: int) -> Any | None:
+    """The RocksDB database of one table partition (for range scans), or None when the table
+    is not on rocksdb:// (the memory store of unit tests)."""
+    db_for_partition = getattr(store, "_db_for_partition", None)
+    return None if db_for_partition is None else db_for_partition(partition)
 
 _INFLIGHT = "_leadscore_inflight"
 _UNPERSISTED = "_leadscore_unpersisted_offsets"
@@ -200,18 +309,28 @@ def unsent_messages(buffer: Any) -> int:
     return int(buffer.size) + int(getattr(buffer, _INFLIGHT, 0))
 
 
+# (class, attribute, replacement), in the order of the docstring's numbers.
+_REPLACEMENTS: tuple[tuple[Any, str, Any], ...] = (
+    (ProducerBuffer, "_send_pending", _send_pending),  # 1, 4
+    (ProducerBuffer, "flush", _flush),  # 1
+    (AIOKafkaConsumerThread, "seek_to_committed", _seek_to_committed),  # 2
+    (Consumer, "ack", _ack),  # 3
+    (Consumer, "on_partitions_assigned", _on_partitions_assigned),  # 3
+    (ProducerBuffer, "wait_until_ebb", _wait_until_ebb),  # 4
+    (Collection, "_on_changelog_sent", _remember_changelog_offset),  # 5
+    (TableManager, "on_commit", _on_commit),  # 5
+    (Collection, "on_stop", _table_on_stop),  # 5
+    (Consumer, "perform_seek", _perform_seek),  # 6
+)
+_ORIGINALS: dict[tuple[Any, str], Any] = {}
+
+
 def apply() -> None:
-    """Idempotent; must run before the app's producer and consumer start."""
-    if getattr(ProducerBuffer, "_leadscore_patched", False):
+    """Idempotent; must run before the app's producer and consumer start. Refuses to run on
+    any Faust but the one the patches target."""
+    check_faust_version()
+    if _ORIGINALS:
         return
-    ProducerBuffer._send_pending = _send_pending  # type: ignore[method-assign]
-    ProducerBuffer.flush = _flush  # type: ignore[method-assign]
-    ProducerBuffer.wait_until_ebb = _wait_until_ebb  # type: ignore[method-assign]
-    AIOKafkaConsumerThread.seek_to_committed = _seek_to_committed  # type: ignore[method-assign,assignment]
-    Consumer.perform_seek = _perform_seek  # type: ignore[method-assign]
-    Consumer.ack = _ack  # type: ignore[method-assign]
-    Consumer.on_partitions_assigned = _on_partitions_assigned  # type: ignore[method-assign]
-    Collection._on_changelog_sent = _remember_changelog_offset  # type: ignore[method-assign]
-    TableManager.on_commit = _on_commit  # type: ignore[method-assign]
-    Collection.on_stop = _table_on_stop  # type: ignore[method-assign]
-    ProducerBuffer._leadscore_patched = True  # type: ignore[attr-defined]
+    for owner, name, replacement in _REPLACEMENTS:
+        _ORIGINALS[(owner, name)] = inspect.getattr_static(owner, name)
+        setattr(owner, name, replacement)

@@ -70,7 +70,7 @@ class Mongo:
         await db.projects.create_indexes(
             [
                 IndexModel([("projectId", ASCENDING)], unique=True),
-                IndexModel([("keyHashes", ASCENDING)]),
+                IndexModel([("keys.hash", ASCENDING)]),
             ]
         )
         self._indexed = True

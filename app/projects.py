@@ -8,7 +8,6 @@ published, whole, to the compacted projects topic. Every worker tails that topic
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
@@ -19,24 +18,22 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from mode import Service
 
+from app.access import SCOPES, KeyKind, KeyRecord, Scope, hash_secret, new_key, new_key_id
+from app.access import shown_prefix as _shown_prefix
 from app.faults import is_temporary
 from app.mongo import Mongo
 from app.records import ProjectRecord, ProjectSettings, RuleModel
 from app.settings import Settings
 
-__all__ = ["ProjectDirectory", "ProjectRegistry", "hash_api_key", "new_api_key"]
+__all__ = ["KeyLimitReached", "ProjectDirectory", "ProjectRegistry"]
 
-Publish = Callable[[bytes, bytes], Awaitable[None]]
 log = logging.getLogger(__name__)
 
-
-def new_api_key() -> str:
-    return "lsk_" + secrets.token_urlsafe(32)
+Publish = Callable[[bytes, bytes], Awaitable[None]]
 
 
-def hash_api_key(key: str) -> str:
-    # Keys carry 256 random bits, so a fast hash is enough: there is nothing to brute-force.
-    return hashlib.sha256(key.encode()).hexdigest()
+class KeyLimitReached(Exception):
+    """The project already has as many keys as a project may hold."""
 
 
 class ProjectDirectory(Service):
@@ -47,7 +44,8 @@ class ProjectDirectory(Service):
         self._settings = settings
         self._topic = settings.topic("projects")
         self._by_id: dict[str, ProjectRecord] = {}
-        self._by_key_hash: dict[str, str] = {}
+        self._by_key_hash: dict[str, tuple[str, KeyRecord]] = {}
+        self._origins: dict[str, set[str]] = {}  # allowed origin -> projects allowing it
         self._consumer: AIOKafkaConsumer | None = None
         self._tp = TopicPartition(self._topic, 0)
         self._position = 0
@@ -60,9 +58,18 @@ class ProjectDirectory(Service):
     def get(self, project_id: str) -> ProjectRecord | None:
         return self._by_id.get(project_id)
 
-    def by_api_key(self, api_key: str) -> ProjectRecord | None:
-        pid = self._by_key_hash.get(hash_api_key(api_key))
-        return None if pid is None else self._by_id.get(pid)
+    def by_api_key(self, api_key: str) -> tuple[ProjectRecord, KeyRecord] | None:
+        """The project and key record of a key; None for unknown and revoked keys alike (a
+        revocation removes the key from the project record, so this is all a process needs)."""
+        found = self._by_key_hash.get(hash_secret(api_key))
+        if found is None:
+            return None
+        project = self._by_id.get(found[0])
+        return None if project is None else (project, found[1])
+
+    def origin_allowed_anywhere(self, origin: str) -> bool:
+        """Whether any project allows this browser origin (preflights carry no key)."""
+        return bool(self._origins.get(origin))
 
     def all(self) -> list[ProjectRecord]:
         return list(self._by_id.values())
@@ -73,11 +80,15 @@ class ProjectDirectory(Service):
         if current is not None and current.version >= record.version:
             return
         if current is not None:
-            for h in current.keyHashes:
-                self._by_key_hash.pop(h, None)
+            for key in current.keys:
+                self._by_key_hash.pop(key.hash, None)
+            for origin in current.settings.allowedOrigins:
+                self._origins.get(origin, set()).discard(record.projectId)
         self._by_id[record.projectId] = record
-        for h in record.keyHashes:
-            self._by_key_hash[h] = record.projectId
+        for key in record.keys:
+            self._by_key_hash[key.hash] = (record.projectId, key)
+        for origin in record.settings.allowedOrigins:
+            self._origins.setdefault(origin, set()).add(record.projectId)
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def on_start(self) -> None:
@@ -117,7 +128,7 @@ class ProjectDirectory(Service):
             return  # a tombstone: projects are never deleted through the topic
         try:
             record = ProjectRecord.model_validate(orjson.loads(value))
-        except ValueError as exc:  # orjson's and pydantic's errors are ValueErrors
+        except Exception as exc:  # parsing is pure: whatever it raises is the record's fault
             reason = " ".join(str(exc).split())[:300]
             log.error("projects topic: record of %s skipped: %s", name, reason)
             self.skipped[name] = reason
@@ -165,11 +176,12 @@ class ProjectRegistry:
         self._publish = publish
 
     async def create(self, name: str) -> tuple[ProjectRecord, str]:
-        api_key = new_api_key()
+        """A new project with its first key: a secret key with every scope, shown once."""
+        first, api_key = _key_record("first key", "secret", list(SCOPES))
         record = ProjectRecord(
             projectId="prj_" + secrets.token_hex(8),
             name=name,
-            keyHashes=[hash_api_key(api_key)],
+            keys=[first],
             createdAt=datetime.now(UTC).isoformat(),
         )
         await self._mongo.ensure_indexes()
@@ -177,30 +189,57 @@ class ProjectRegistry:
         await self._publish_latest(record.projectId)
         return record, api_key
 
-    async def add_key(self, project_id: str) -> str:
-        api_key = new_api_key()
-        await self._update(
-            project_id, lambda d: d.update(keyHashes=[*d["keyHashes"], hash_api_key(api_key)])
-        )
-        return api_key
+    async def add_key(
+        self, project_id: str, name: str, kind: KeyKind, scopes: list[Scope], max_keys: int
+    ) -> tuple[KeyRecord, str]:
+        """Issue a key; the key itself is returned once and never stored."""
+        record, api_key = _key_record(name, kind, scopes)
 
-    async def put_rule(self, project_id: str, event_type: str, rule: RuleModel) -> ProjectRecord:
-        return await self._update(
+        def add(d: dict[str, Any]) -> None:
+            if len(d["keys"]) >= max_keys:
+                raise KeyLimitReached(project_id)
+            d["keys"].append(record.model_dump(mode="json"))
+
+        await self._update(project_id, add)
+        return record, api_key
+
+    async def revoke_key(self, project_id: str, key_id: str) -> KeyRecord | None:
+        """Remove a key from its project; every directory drops it when the record arrives."""
+        before, _after = await self.change(
+            project_id, lambda d: d.update(keys=[k for k in d["keys"] if k["id"] != key_id])
+        )
+        return next((k for k in before.keys if k.id == key_id), None)
+
+    async def put_rule(
+        self, project_id: str, event_type: str, rule: RuleModel
+    ) -> tuple[ProjectRecord, ProjectRecord]:
+        """Returns the project before and after (for the audit log), like every change."""
+        return await self.change(
             project_id, lambda d: d["rules"].update({event_type: rule.model_dump()})
         )
 
-    async def delete_rule(self, project_id: str, event_type: str) -> ProjectRecord:
-        return await self._update(project_id, lambda d: d["rules"].pop(event_type, None))
+    async def delete_rule(
+        self, project_id: str, event_type: str
+    ) -> tuple[ProjectRecord, ProjectRecord]:
+        return await self.change(project_id, lambda d: d["rules"].pop(event_type, None))
 
-    async def put_settings(self, project_id: str, new: ProjectSettings) -> ProjectRecord:
-        return await self._update(
+    async def put_settings(
+        self, project_id: str, new: ProjectSettings
+    ) -> tuple[ProjectRecord, ProjectRecord]:
+        return await self.change(
             project_id, lambda d: d.update(settings=new.model_dump(mode="json"))
         )
 
     async def _update(
         self, project_id: str, change: Callable[[dict[str, Any]], Any]
     ) -> ProjectRecord:
+        return (await self.change(project_id, change))[1]
+
+    async def change(
+        self, project_id: str, change: Callable[[dict[str, Any]], Any]
+    ) -> tuple[ProjectRecord, ProjectRecord]:
         """Read, change, write back if nobody else wrote meanwhile (optimistic; retried).
+        Returns the project before and after, which the audit log records.
 
         Not a `$set` on `rules.<eventType>`: event types may contain `.`, which MongoDB would
         read as a path. Rules are stored as a list and changed whole.
@@ -220,7 +259,7 @@ class ProjectRegistry:
             )
             if result.matched_count == 1:
                 await self._publish_latest(project_id)
-                return updated
+                return current, updated
         raise RuntimeError(f"project {project_id} kept changing under concurrent updates")
 
     async def _publish_latest(self, project_id: str) -> None:
@@ -235,3 +274,17 @@ class ProjectRegistry:
                 return
             await self._publish(project_id.encode(), record.to_wire())
             published = record.version
+
+
+def _key_record(name: str, kind: KeyKind, scopes: list[Scope]) -> tuple[KeyRecord, str]:
+    api_key = new_key(kind)
+    record = KeyRecord(
+        id=new_key_id(),
+        name=name,
+        kind=kind,
+        prefix=_shown_prefix(api_key),
+        scopes=[] if kind == "publishable" else sorted(set(scopes), key=SCOPES.index),
+        hash=hash_secret(api_key),
+        createdAt=datetime.now(UTC).isoformat(),
+    )
+    return record, api_key

@@ -7,17 +7,17 @@ from functools import cached_property
 from typing import Any, Literal
 
 import orjson
-from bson import encode as bson_encode
-from bson.errors import InvalidDocument
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from app.access import SCOPES, KeyRecord
+from app.origins import Origin
 from core.config import DEFAULT_RULES, Rule, ScoringConfig, StageThresholds
-from core.events import Event, FieldError
 from core.lead import HistoryRow, LeadView
-from core.timeutil import format_timestamp, parse_timestamp
+from core.timeutil import format_timestamp
 
 __all__ = [
     "LEAD_CHANGE_SCHEMA",
+    "MAX_RULE_POINTS",
     "ProjectRecord",
     "ProjectSettings",
     "RuleModel",
@@ -28,30 +28,46 @@ __all__ = [
     "lead_json",
     "lead_removal",
     "split_by_bytes",
-    "storability_errors",
 ]
 
 LEAD_CHANGE_SCHEMA = 1
 
 
+# Settings and rules are storable by construction (SPEC 12): strict types (a string is never
+# read as a number, so "inf" cannot sneak in — issue 10 finding 1), finite numbers in sane
+# ranges, and the thresholds' order checked by the model itself, so that every record that
+# reaches the projects topic parses again in every process.
+_STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+MAX_RULE_POINTS = 1_000_000
+"""Rule points are bounded far inside 64 bits: a score is a float64 sum of them."""
+MAX_THRESHOLD = 1e12
+
+
 class RuleModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    points: int = Field(ge=-1_000_000, le=1_000_000)
+    model_config = _STRICT
+    points: int = Field(ge=-MAX_RULE_POINTS, le=MAX_RULE_POINTS)
     active: bool = True
 
 
 class StageThresholdsModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    qualified: float = 100.0
-    hot: float = 60.0
-    warm: float = 30.0
+    model_config = _STRICT
+    qualified: float = Field(default=100.0, ge=0.0, le=MAX_THRESHOLD)
+    hot: float = Field(default=60.0, ge=0.0, le=MAX_THRESHOLD)
+    warm: float = Field(default=30.0, ge=0.0, le=MAX_THRESHOLD)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> StageThresholdsModel:
+        if not self.qualified > self.hot > self.warm >= 0:
+            raise ValueError("need qualified > hot > warm >= 0")
+        return self
 
 
 class ProjectSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = _STRICT
     graceDays: int = Field(default=7, ge=0, le=3650)
     dailyRate: float = Field(default=0.05, ge=0.0, le=1.0)
     stageThresholds: StageThresholdsModel = Field(default_factory=StageThresholdsModel)
+    allowedOrigins: list[Origin] = Field(default_factory=list, max_length=100)
 
 
 def default_rules() -> dict[str, RuleModel]:
@@ -64,11 +80,39 @@ class ProjectRecord(BaseModel):
     model_config = ConfigDict(extra="ignore")
     projectId: str
     name: str
-    keyHashes: list[str] = Field(default_factory=list)
+    keys: list[KeyRecord] = Field(default_factory=list)
     rules: dict[str, RuleModel] = Field(default_factory=default_rules)
     settings: ProjectSettings = Field(default_factory=ProjectSettings)
     version: int = 1
     createdAt: str = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _migrate_key_hashes(cls, data: Any) -> Any:
+        """Projects written before scoped keys held bare `keyHashes`: each becomes a secret key
+        with every scope, so the keys people already use keep working (ADR 0016)."""
+        if not isinstance(data, dict) or "keyHashes" not in data:
+            return data
+        hashes = data["keyHashes"] or []
+        data = {k: v for k, v in data.items() if k != "keyHashes"}
+        known = {k.get("hash") for k in data.get("keys", []) if isinstance(k, dict)}
+        data["keys"] = [
+            *data.get("keys", []),
+            *(
+                {
+                    "id": "key_" + h[:16],
+                    "name": "key issued before scopes",
+                    "kind": "secret",
+                    "prefix": "lsk_",
+                    "scopes": list(SCOPES),
+                    "hash": h,
+                    "createdAt": data.get("createdAt", ""),
+                }
+                for h in hashes
+                if h not in known
+            ),
+        ]
+        return data
 
     @cached_property
     def scoring(self) -> ScoringConfig:
@@ -81,7 +125,17 @@ class ProjectRecord(BaseModel):
         )
 
     def to_wire(self) -> bytes:
-        return orjson.dumps(self.model_dump(mode="json"))
+        """The record on the projects topic, checked to parse back to itself: a record that
+        does not would stop every process tailing the compacted topic, for ever."""
+        wire = orjson.dumps(self.model_dump(mode="json"))
+        try:
+            same = ProjectRecord.model_validate(orjson.loads(wire)) == self
+        except ValidationError as exc:
+            message = f"project {self.projectId} does not survive its wire format: {exc}"
+            raise ValueError(message) from exc
+        if not same:
+            raise ValueError(f"project {self.projectId} does not survive its wire format")
+        return wire
 
     def to_mongo(self) -> dict[str, Any]:
         """As stored: rules as a list, since event types may contain `.` (a path in MongoDB)."""
@@ -102,7 +156,7 @@ class ProjectRecord(BaseModel):
         return cls.model_validate(doc)
 
     def public(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude={"keyHashes"})
+        return self.model_dump(mode="json", exclude={"keys"})
 
 
 def history_row_json(row: HistoryRow) -> dict[str, Any]:
@@ -242,27 +296,3 @@ def split_by_bytes(items: Iterable[bytes], budget: int, *, separator: int = 1) -
     if current:
         parts.append(current)
     return parts
-
-
-_MIN_TIMESTAMP = parse_timestamp("1970-01-01T00:00:00+00:00")
-_MAX_TIMESTAMP = parse_timestamp("9999-12-31T23:59:59.999999+00:00")
-
-
-def storability_errors(event: Event) -> list[FieldError]:
-    """What would keep a valid-looking event from being written to the tables, the topics and
-    MongoDB and read back unchanged (SPEC 12).
-
-    The consumers check this before any table write: the events topic is a public wire format,
-    and a record produced by another client (or logged before the API refused such values) must
-    be dead-lettered whole, not fail half-way through — leaving a lead, the sweep or the sink
-    tripping over it on every pass.
-    """
-    errors: list[FieldError] = []
-    if not _MIN_TIMESTAMP <= event.timestamp <= _MAX_TIMESTAMP:
-        errors.append(FieldError("timestamp", "must lie between 1970-01-01 and 9999-12-31 (UTC)"))
-    if event.properties:
-        try:
-            bson_encode({"properties": event.properties})
-        except (InvalidDocument, OverflowError, ValueError, TypeError) as exc:
-            errors.append(FieldError("properties", f"cannot be stored: {exc}"))
-    return errors

@@ -64,6 +64,41 @@ class Settings:
     (only the ingest endpoints and health: no consumer of leadscore's topics, no tables;
     `leadscore ingest`) or `sink` (only the MongoDB sink and health, in a consumer group of its
     own; `leadscore sink`, next to workers run with LEADSCORE_SINK=off)."""
+    max_rules: int = 500
+    """LEADSCORE_MAX_RULES: most scoring rules per project. Every change republishes the whole
+    project record, which must stay far below the broker's message limit (about 1 MB)."""
+    produce_timeout: float = 5.0
+    """LEADSCORE_PRODUCE_TIMEOUT: seconds an ingest request waits for Kafka to acknowledge its
+    events before answering 503 with Retry-After (instead of hanging while the broker is down)."""
+    admin_concurrency: int = 2
+    """LEADSCORE_ADMIN_CONCURRENCY: heavy admin requests (rescore, rebuild, system-health) one
+    process runs at once; more get 429 with Retry-After."""
+
+    session_ttl: float = 12 * 3600.0
+    """LEADSCORE_SESSION_TTL: seconds a login session lasts (ADR 0017)."""
+    session_cache_seconds: float = 2.0
+    """LEADSCORE_SESSION_CACHE: seconds a process may trust a session it looked up; a logout,
+    revocation or role change reaches every process within this time (ADR 0017)."""
+    cookie_secure: bool = True
+    """LEADSCORE_COOKIE_SECURE: `on` (default) marks the session cookie `Secure` (HTTPS only,
+    and http://localhost in browsers); `off` for plain-HTTP development hosts."""
+    rate_limit: str = "2000/second"
+    """LEADSCORE_RATE_LIMIT: requests per secret key, session or admin token, per process."""
+    rate_limit_publishable: str = "200/second"
+    """LEADSCORE_RATE_LIMIT_PUBLISHABLE: requests per publishable key, per process."""
+    login_slow_after: int = 3
+    """LEADSCORE_LOGIN_SLOW_AFTER: failed logins (per e-mail, per client address) in the
+    window after which each further attempt is answered slowly."""
+    login_lock_after: int = 10
+    """LEADSCORE_LOGIN_LOCK_AFTER: failed logins in the window after which logins are refused
+    (429) until the window has passed."""
+    login_window: float = 900.0
+    """LEADSCORE_LOGIN_WINDOW: seconds over which failed logins are counted."""
+    max_keys_per_project: int = 50
+    """LEADSCORE_MAX_KEYS: most API keys (secret and publishable) one project may hold."""
+    key_usage_flush: float = 10.0
+    """LEADSCORE_KEY_USAGE_FLUSH: seconds between writes of keys' "last used" times (batched,
+    never a write per request)."""
     max_message_bytes: int = 900_000
     """LEADSCORE_MAX_MESSAGE_BYTES: largest message leadscore produces to its own topics; bigger
     outputs (a lead change rewriting thousands of history rows, a merge's events) are split.
@@ -92,6 +127,23 @@ class Settings:
             fixed_now=_env("LEADSCORE_NOW", ""),
             sink_enabled=_env("LEADSCORE_SINK", "on").lower() not in ("off", "0", "false", "no"),
             role=_role(_env("LEADSCORE_ROLE", "worker")),
+            session_ttl=float(_env("LEADSCORE_SESSION_TTL", str(12 * 3600))),
+            session_cache_seconds=float(_env("LEADSCORE_SESSION_CACHE", "2")),
+            cookie_secure=_env("LEADSCORE_COOKIE_SECURE", "on").lower()
+            not in ("off", "0", "false", "no"),
+            rate_limit=_rate("LEADSCORE_RATE_LIMIT", _env("LEADSCORE_RATE_LIMIT", "2000/second")),
+            rate_limit_publishable=_rate(
+                "LEADSCORE_RATE_LIMIT_PUBLISHABLE",
+                _env("LEADSCORE_RATE_LIMIT_PUBLISHABLE", "200/second"),
+            ),
+            login_slow_after=int(_env("LEADSCORE_LOGIN_SLOW_AFTER", "3")),
+            login_lock_after=int(_env("LEADSCORE_LOGIN_LOCK_AFTER", "10")),
+            login_window=float(_env("LEADSCORE_LOGIN_WINDOW", "900")),
+            max_keys_per_project=int(_env("LEADSCORE_MAX_KEYS", "50")),
+            key_usage_flush=float(_env("LEADSCORE_KEY_USAGE_FLUSH", "10")),
+            max_rules=int(_env("LEADSCORE_MAX_RULES", "500")),
+            produce_timeout=float(_env("LEADSCORE_PRODUCE_TIMEOUT", "5")),
+            admin_concurrency=int(_env("LEADSCORE_ADMIN_CONCURRENCY", "2")),
             max_message_bytes=max(64 * 1024, int(_env("LEADSCORE_MAX_MESSAGE_BYTES", "900000"))),
         )
 
@@ -119,6 +171,19 @@ ROLES = ("worker", "ingest", "sink")
 def _role(value: str) -> str:
     if value not in ROLES:
         raise ValueError(f"LEADSCORE_ROLE must be one of {', '.join(ROLES)}, not {value!r}")
+    return value
+
+
+def _rate(name: str, value: str) -> str:
+    """Refuse a malformed limit at start, naming the setting, rather than on the first request."""
+    from limits import parse
+
+    try:
+        parse(value)
+    except ValueError:
+        raise ValueError(
+            f"{name} must look like 2000/second or 100/minute, not {value!r}"
+        ) from None
     return value
 
 

@@ -15,6 +15,8 @@
     leadscore.lead-changes (key: lead) ──► agents.sink ──► MongoDB leads, score_history
     agents.sweep (timer) ──► leadscore.lead-changes (refresh of decayed scores)
     leadscore.projects (compacted) ──► app.projects.ProjectDirectory (every worker, in memory)
+       projects with their API keys (hashes, scopes): a revoked key leaves every process at once
+    MongoDB users / sessions (app.users, short per-process cache), audit_log, key_usage (batched)
     web.* — Faust web views; single-lead reads proxied to the worker owning the lead
 """
 
@@ -22,22 +24,28 @@ from __future__ import annotations
 
 from faust.types import TopicT
 
+from app.audit import AuditLog
 from app.faust_app import app
+from app.key_usage import KeyUsage
 from app.mongo import Mongo
 from app.projects import ProjectDirectory
 from app.settings import settings
+from app.users import UserStore
 
 __all__ = [
     "app",
+    "audit_log",
     "claims_topic",
     "commands_topic",
     "dead_letter_topic",
     "directory",
     "events_topic",
+    "key_usage",
     "lead_changes_topic",
     "mongo",
     "projects_topic",
     "scoring_source",
+    "users",
 ]
 
 
@@ -59,3 +67,7 @@ projects_topic = _topic(settings.topic("projects"))
 directory = ProjectDirectory(settings)
 app.service(directory)  # type: ignore[arg-type]
 mongo = Mongo(settings)
+users = UserStore(mongo, settings)
+audit_log = AuditLog(mongo)
+key_usage = KeyUsage(mongo, settings)
+app.service(key_usage)  # type: ignore[arg-type]

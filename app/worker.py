@@ -10,18 +10,24 @@ from app.topology import app
 __all__ = ["app", "modules"]
 
 if settings.role == "ingest":  # HTTP ingest only: produces events, consumes nothing
-    _MODULES = ["web.events", "web.health"]
+    _MODULES = ["web.security", "web.events", "web.aliases", "web.health"]
 elif settings.role == "sink":  # lead-changes -> MongoDB, in a consumer group of its own
-    _MODULES = ["agents.sink", "web.health"]
+    _MODULES = ["web.security", "agents.sink", "web.health"]
 else:
     _MODULES = [
         "agents.scoring",
         "agents.identity",
         "agents.sweep",
+        "web.security",
         "web.events",
+        "web.aliases",
         "web.health",
         "web.leads",
         "web.projects",
+        "web.keys",
+        "web.users",
+        "web.auth",
+        "web.audit",
         "web.admin",
     ]
     if settings.sink_enabled:

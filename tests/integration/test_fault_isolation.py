@@ -1,6 +1,7 @@
 """SPEC 12 in the consumers (issue 10): a record no one can process is dead-lettered (or, on the
 projects topic, skipped and reported) and everything else goes on — over real Kafka, MongoDB
-and worker processes. Each test is a regression test for one finding of the issue."""
+and worker processes. Each test is a regression test for one finding of the issue (findings 2
+and 3 on the events topic: tests/integration/test_hostile_topic.py)."""
 
 from __future__ import annotations
 
@@ -54,56 +55,6 @@ def _event(pid: str, lead: str, event_id: str, hours_ago: int, **extra: Any) -> 
         "timestamp": _hours_ago(hours_ago),
         **extra,
     }
-
-
-async def test_finding2_3_unstorable_events_on_the_topic_are_dead_lettered_before_any_table_write(
-    api: Api, deployment: Deployment, mongo_db: Any
-) -> None:
-    """An unsigned 64-bit integer or a NUL in a property key (finding 2) and a timestamp before
-    year 1 (finding 3), produced straight to the events topic for a lead that has events before
-    and after them: each is dead-lettered naming the field; the lead stays exact in its table
-    and in MongoDB, and the sink goes on for everyone."""
-    pid = await project_id_of(api)
-    lead = unique_prefix("victim")
-    ref = Reference()
-    before = [_event(pid, lead, f"before-{i}", 30 - i) for i in range(3)]
-    await api.send_events(before)
-    for e in before:
-        ref.add_wire(e)
-    poison = {
-        "poison-uint64": _event(pid, lead, "poison-uint64", 5, properties={"n": 2**63}),
-        "poison-nul": _event(pid, lead, "poison-nul", 5, properties={"a\x00b": 1}),
-        "poison-year1": {
-            **_event(pid, lead, "poison-year1", 0),
-            "timestamp": "0001-01-01T00:00:00+14:00",
-        },
-    }
-    topic = f"{deployment.prefix}.events"
-    key = f"{pid}:{lead}".encode()
-    await produce_raw(
-        deployment.bootstrap_servers, topic, [(key, orjson.dumps(e)) for e in poison.values()]
-    )
-    after = [_event(pid, lead, f"after-{i}", 3 - i) for i in range(3)]
-    await api.send_events(after)
-    for e in after:
-        ref.add_wire(e)
-
-    await wait_mongo_matches(mongo_db, pid, ref, timeout=90)
-    assert await api_mismatches(api, ref) == []
-    parked = await dead_letters(
-        deployment.bootstrap_servers,
-        deployment.prefix,
-        keep=lambda d: d["key"] == key.decode() and d["topic"] == topic,
-        count=len(poison),
-    )
-    by_id = {orjson.loads(d["value"])["eventId"]: d for d in parked}
-    assert set(by_id) == set(poison)
-    assert {e["field"] for e in by_id["poison-uint64"]["errors"]} == {"properties"}
-    assert {e["field"] for e in by_id["poison-nul"]["errors"]} == {"properties"}
-    assert {e["field"] for e in by_id["poison-year1"]["errors"]} == {"timestamp"}
-    assert all(d["reason"] == "invalid event" for d in parked)
-    status, health = await api.get("/api/health")
-    assert (status, health["status"]) == (200, "ok"), health
 
 
 async def test_finding2_the_sink_dead_letters_a_change_mongodb_refuses_and_writes_the_rest(
