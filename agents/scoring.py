@@ -140,7 +140,7 @@ def score_event(
         and updated.email is None
         and (updated.pending_email is None)
     ):
-        updated = replace(updated, pending_email=email)
+        updated = replace(updated, pending_email=email, pending_claim=(logged_at, decoded.event_id))
         claim = _claim(decoded, updated, email, logged_at)
     store.record_event(key, decoded.event_id, decoded.timestamp, decoded.properties, source)
     for fact in applied.facts:
@@ -181,8 +181,13 @@ def _outputs_again(
     change = lead_change("upsert", view, rows, epoch=settings.app_version)
     claim = None
     email = normalize_email((decoded.properties or {}).get("email"))
-    if decoded.event_type == "identify" and email and state.pending_email == email:
-        claim = _claim(decoded, state, email, logged_at)
+    if (
+        decoded.event_type == "identify"
+        and email
+        and state.pending_email == email
+        and state.pending_claim in (None, (logged_at, decoded.event_id))
+    ):
+        claim = _claim(decoded, state, email, logged_at)  # the claim this record made
     return change, claim
 
 

@@ -12,14 +12,24 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Iterable
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from core.config import DEFAULT_RULES, Rule, ScoringConfig, default_config
-from core.identity import AbsorbedEvent, absorb_events, fill_traits, normalize_email
+from core.identity import (
+    AbsorbedEvent,
+    Promotion,
+    absorb_events,
+    fill_traits,
+    merged_by_anonymous_id,
+    normalize_email,
+    promotion,
+)
 from core.lead import Applied, LeadSummary, NewEvent, score_events, summary_from_facts
 from core.timeutil import US_PER_DAY, US_PER_HOUR, parse_timestamp
+from tables.codec import decode_lead, encode_summary
 from tests.unit.core_support import MemoryLead, chain_fields
 
 BASE = parse_timestamp("2026-01-01T00:00:00Z")
@@ -425,3 +435,57 @@ def test_property_fill_traits(
         owner.version,
         owner.aliases,
     )
+
+
+# -- issue 16: which reply decides a lead -------------------------------------------------------
+
+CLAIM_A = (1_000, "e1")
+CLAIM_B = (2_000, "e2")
+
+
+def _pending(email: str, claim: tuple[int, str] | None) -> LeadSummary:
+    return LeadSummary("prj_test", "L", pending_email=email, pending_claim=claim)
+
+
+def test_promotion_takes_only_the_reply_to_the_pending_claim() -> None:
+    lead = _pending("a@x.io", CLAIM_A)
+    assert promotion(lead, "a@x.io", CLAIM_A) is Promotion.APPLY
+    # a reply for another email, or another claim of the same email: given back
+    assert promotion(lead, "b@x.io", CLAIM_B) is Promotion.RELEASE
+    assert promotion(lead, "a@x.io", CLAIM_B) is Promotion.RELEASE
+    # a summary written before claims were recorded: the pending email is enough
+    assert promotion(_pending("a@x.io", None), "a@x.io", CLAIM_A) is Promotion.APPLY
+
+
+def test_promotion_of_an_owner_is_a_redo_for_its_own_claim_and_a_release_otherwise() -> None:
+    owner = LeadSummary("prj_test", "L", email="a@x.io", email_claim=CLAIM_A)
+    assert promotion(owner, "a@x.io", CLAIM_A) is Promotion.AGAIN
+    # the issue: a lead that owns A never takes B, and B is released (nobody's)
+    assert promotion(owner, "b@x.io", CLAIM_B) is Promotion.RELEASE
+    assert promotion(owner, "a@x.io", CLAIM_B) is Promotion.RELEASE
+
+
+def test_promotion_of_a_lead_merged_away_is_a_release() -> None:
+    assert promotion(None, "a@x.io", CLAIM_A) is Promotion.RELEASE
+    assert promotion(LeadSummary("prj_test", "L"), "a@x.io", CLAIM_A) is Promotion.RELEASE
+
+
+def test_merged_by_anonymous_id_follows_log_order_of_its_own_claim() -> None:
+    unclaimed = LeadSummary("prj_test", "X")
+    assert merged_by_anonymous_id(unclaimed, CLAIM_A)
+    assert merged_by_anonymous_id(unclaimed, None)
+    identified = LeadSummary("prj_test", "X", email="x@x.io")
+    assert not merged_by_anonymous_id(identified, CLAIM_B)
+    claiming = _pending("x@x.io", CLAIM_A)
+    # its identify came first in the log: its claim decides it
+    assert not merged_by_anonymous_id(claiming, CLAIM_B)
+    assert not merged_by_anonymous_id(claiming, None)
+    # the merge came first: merged, its claim answered later is given back
+    assert merged_by_anonymous_id(_pending("x@x.io", CLAIM_B), CLAIM_A)
+
+
+def test_pending_claim_survives_the_table_codec_and_old_summaries_decode() -> None:
+    lead = _pending("a@x.io", CLAIM_A)
+    assert decode_lead(encode_summary(lead)) == lead
+    old = orjson.loads(encode_summary(lead))[:-1]  # written before pending_claim existed
+    assert decode_lead(orjson.dumps(old)) == _pending("a@x.io", None)
