@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from app.partitioning import partition_for
 from core.identity import normalize_email
@@ -354,7 +355,8 @@ async def test_randomized_identity_log_paced_burst_and_replay_equal_the_oracle(
 ) -> None:
     """Issue 16 (c). Per seed, two projects' logs sent paced and the same two as one burst;
     then all workers stop, `leadscore replay` runs, MongoDB's leads and score_history are
-    emptied and the workers restart: every outcome equals SPEC 5 over its own log."""
+    emptied and the workers restart, one of them killed (SIGKILL) and restarted mid-rebuild:
+    every outcome equals SPEC 5 over its own log."""
     s = two_workers
     runs: list[tuple[Api, str, Oracle]] = []
     bursts: list[tuple[Api, str, list[dict[str, Any]]]] = []
@@ -383,4 +385,65 @@ async def test_randomized_identity_log_paced_burst_and_replay_equal_the_oracle(
     await s.db.leads.delete_many({})
     await s.db.score_history.delete_many({})
     await start_workers(*s.workers)
+    # kill -9 one worker as soon as the rebuild shows (claims, promotes and merges under way):
+    # its partitions are redone from their last commit, on it or on the other worker
+    await eventually(lambda: s.db.leads.count_documents({}), lambda n: n > 0, 120, 0.05)
+    s.workers[1].kill()
+    s.workers[1].start()
+    await s.workers[1].wait_healthy()
     await wait_outcome(s.db, runs, timeout=240)
+
+
+async def test_a_promote_redone_after_a_takeover_and_a_kill_is_released_not_handed_on(
+    two_workers: Stack,
+) -> None:
+    """The mechanism behind issue 16: crm-2 is promoted with ann@, then crm-1's identify with an
+    earlier record timestamp (both produced straight to the events topic, as any Kafka client
+    may) takes the email over, so crm-2 is merged into crm-1. Both workers are killed (SIGKILL)
+    as soon as the merge shows, so they redo crm-2's records from their last commit: a promote
+    for crm-2, now an alias, must be given back — not handed on to crm-1, where it replaced
+    crm-1's name (or, with crm-1's own promote still in flight, its email)."""
+    s = two_workers
+    api, pid = await s.project("takeover")
+    events = f"{s.deployment.prefix}.events"
+    now_ms = wall_now() // 1_000  # record timestamps of our own
+    second = [
+        ev("e0001", "page_view", ago(NOW, 2, 2), lead="crm-2"),
+        ev("e0002", "identify", ago(NOW, 1, 2), lead="crm-2", email="ann@x.io", name="Second"),
+    ]
+    first = ev("e0003", "identify", ago(NOW, 1, 3), lead="crm-1", email="ann@x.io", name="First")
+    producer = AIOKafkaProducer(bootstrap_servers=s.deployment.bootstrap_servers)
+    await producer.start()
+
+    async def produce(event: dict[str, Any], timestamp_ms: int) -> None:
+        key = f"{pid}:{key_of(event)}".encode()
+        await producer.send_and_wait(
+            events,
+            orjson.dumps({**event, "projectId": pid}),
+            key=key,
+            partition=partition_for(key, s.deployment.partitions),
+            timestamp_ms=timestamp_ms,
+        )
+
+    try:
+        for event in second:
+            await produce(event, now_ms)
+        await eventually(
+            lambda: read(api, "crm-2"),
+            lambda r: r[0] == 200 and r[1].get("email") == "ann@x.io",
+            60,
+            0.02,
+        )
+        await produce(first, now_ms - 1_000)  # earlier in the log: it owns the email
+    finally:
+        await producer.stop()
+    await eventually(
+        lambda: read(api, "crm-2"), lambda r: r[0] == 200 and r[1]["leadId"] == "crm-1", 60, 0.02
+    )
+    for w in s.workers:
+        w.kill()
+    await start_workers(*s.workers)
+    oracle = oracle_of(await logged(s, pid, 3))
+    assert oracle.email_owners() == {"ann@x.io": "crm-1"}
+    assert oracle.model.traits["crm-1"]["name"] == "First"
+    await wait_outcome(s.db, [(api, pid, oracle)], timeout=120)
