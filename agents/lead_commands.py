@@ -21,7 +21,7 @@ import logging
 from dataclasses import dataclass, replace
 from typing import Any
 
-from agents.outbox import send_command, send_release
+from agents.outbox import send_command, send_confirm, send_release
 from app.records import ProjectRecord, lead_change, lead_removal
 from app.settings import settings
 from app.topology import lead_changes_topic
@@ -32,6 +32,7 @@ from core.identity import (
     fill_traits,
     merged_by_anonymous_id,
     promotion,
+    superseded,
     with_aliases,
 )
 from core.lead import (
@@ -90,14 +91,15 @@ async def _promote(c: Command, state: LeadSummary | None) -> None:
     cmd = c.body
     claim = (int(cmd["timestamp"]), str(cmd["eventId"]))
     verdict = promotion(state, cmd["email"], claim)
+    lead_id = c.key.decode().split(":", 1)[1]
     if verdict is Promotion.RELEASE:
         log.info("lead %r does not take %r (claim %r): released", c.key, cmd["email"], claim)
-        lead_id = c.key.decode().split(":", 1)[1]
         await send_release(cmd["projectId"], cmd["email"], lead_id, claim[1])
         return
     assert state is not None
     if verdict is Promotion.AGAIN or _done(state, c.source):
-        await _emit(c, state)  # its LeadChange may be what the crash lost
+        await _emit(c, state)  # its LeadChange, or the confirm, may be what the crash lost
+        await send_confirm(cmd["projectId"], cmd["email"], lead_id, claim[1])
         return
     promoted = fill_traits(
         replace(state, pending_email=None, pending_claim=None, email_claim=claim),
@@ -109,6 +111,7 @@ async def _promote(c: Command, state: LeadSummary | None) -> None:
     promoted = mark_applied(replace(promoted, version=state.version + 1), c.source)
     lead_store.put_summary(c.key, promoted)
     await _emit(c, promoted)
+    await send_confirm(cmd["projectId"], cmd["email"], lead_id, claim[1])  # waiting claims go on
 
 
 async def _send_absorb(c: Command, state: LeadSummary | None) -> None:
@@ -154,6 +157,13 @@ async def _merge(c: Command, state: LeadSummary | Alias | None) -> None:
     if isinstance(state, LeadSummary) and state.email not in (None, cmd.get("email")):
         # identified by another email: never merged away (SPEC 5)
         log.warning("lead %r owns %r; not merged into %r", c.key, state.email, cmd["into"])
+        return
+    if (
+        isinstance(state, LeadSummary)
+        and cmd.get("email") is not None
+        and superseded(state, _cause(cmd))
+    ):
+        log.info("lead %r waits for an earlier claim; not merged into %r", c.key, cmd["into"])
         return
     if (
         isinstance(state, LeadSummary)

@@ -21,11 +21,13 @@ __all__ = [
     "AbsorbedEvent",
     "Promotion",
     "absorb_events",
+    "claims",
     "fill_traits",
     "merged_by_anonymous_id",
     "normalize_email",
     "note_anonymous_id",
     "promotion",
+    "superseded",
     "with_aliases",
 ]
 
@@ -79,6 +81,35 @@ def note_anonymous_id(summary: LeadSummary, anonymous_id: str | None) -> LeadSum
     ):
         return summary
     return replace(summary, anonymous_ids=(*summary.anonymous_ids, anonymous_id))
+
+
+def claims(lead: LeadSummary, identify: tuple[int, str]) -> bool:
+    """Whether an identify with a valid email, logged at `identify` = (timestamp, eventId),
+    sends a claim for `lead`.
+
+    A lead has at most one claim pending, and its first identify in the log decides it: an
+    unidentified lead with no claim pending claims; one whose pending claim is of a *later*
+    identify (an earlier one reached it late, forwarded from another partition) claims again,
+    and the earlier claim replaces the pending one — the superseded claim's reply is then
+    released or ignored (`promotion`, `superseded`). Later identifies do nothing: whatever the
+    pending reply, the lead ends identified or merged, and SPEC 5 gives them no effect either.
+    """
+    if lead.email is not None:
+        return False
+    if lead.pending_email is None:
+        return True
+    return lead.pending_claim is not None and identify < lead.pending_claim
+
+
+def superseded(lead: LeadSummary, claim: tuple[int, str] | None) -> bool:
+    """Whether a `merge` reply to `claim` is for a claim the lead no longer waits for (an
+    earlier identify's claim replaced it): the pending claim decides the lead, not this one."""
+    return (
+        lead.email is None
+        and lead.pending_claim is not None
+        and claim is not None
+        and claim != lead.pending_claim
+    )
 
 
 class Promotion(Enum):

@@ -394,6 +394,58 @@ async def test_randomized_identity_log_paced_burst_and_replay_equal_the_oracle(
     await wait_outcome(s.db, runs, timeout=240)
 
 
+async def test_a_leads_two_identifies_on_two_workers_partitions_the_first_in_the_log_decides(
+    two_workers: Stack,
+) -> None:
+    """Issue 16 (b): each lead's first identify is produced to another partition than the
+    lead's (SPEC 2 allows it; it is forwarded through lead-commands, likely by the other
+    worker) and its second to its own, so the second usually reaches the lead first; the
+    emails race with the other leads' claims. The first in the log decides every lead."""
+    s = two_workers
+    api, pid = await s.project("two-partitions")
+    parts = s.deployment.partitions
+    leads = [key_on(pid, f"t{p}-", p, parts) for p in range(parts)]
+    log: list[tuple[int, dict[str, Any]]] = []  # (partition, event)
+    for p, lead in enumerate(leads):
+        log += [
+            (p, ev(f"e{p}0", "page_view", ago(NOW, 3, p + 1), lead=lead)),
+            (
+                (p + 1) % parts,  # not the lead's partition
+                ev(f"e{p}1", "identify", ago(NOW, 1, 2), lead=lead, email=EMAILS[p], name="A"),
+            ),
+            (
+                p,
+                ev(f"e{p}2", "identify", ago(NOW, 1, 1), lead=lead, email=EMAILS[(p + 1) % parts]),
+            ),
+        ]
+    producer = AIOKafkaProducer(bootstrap_servers=s.deployment.bootstrap_servers)
+    await producer.start()
+    try:
+        sent = [
+            await producer.send(
+                f"{s.deployment.prefix}.events",
+                orjson.dumps({**event, "projectId": pid}),
+                key=f"{pid}:{key_of(event)}".encode(),
+                partition=partition,
+            )
+            for partition, event in log
+        ]
+        await asyncio.gather(*sent)
+    finally:
+        await producer.stop()
+    oracle = oracle_of(await logged(s, pid, len(log)))
+    assert sorted(oracle.email_owners()) == sorted(EMAILS)  # every lead owns its first email
+    await wait_outcome(s.db, [(api, pid, oracle)], timeout=120)
+    probes = [
+        ev(f"e9{k}", "identify", ago(NOW, 0, 1), lead=f"probe{k}", email=email)
+        for k, email in enumerate(EMAILS)
+    ]
+    status, body = await api.post("/api/events/batch", {"events": probes})
+    assert status == 202, body
+    oracle = oracle_of(await logged(s, pid, len(log) + len(probes)))
+    await wait_outcome(s.db, [(api, pid, oracle)], timeout=120)
+
+
 async def test_a_promote_redone_after_a_takeover_and_a_kill_is_released_not_handed_on(
     two_workers: Stack,
 ) -> None:

@@ -22,10 +22,12 @@ from core.identity import (
     AbsorbedEvent,
     Promotion,
     absorb_events,
+    claims,
     fill_traits,
     merged_by_anonymous_id,
     normalize_email,
     promotion,
+    superseded,
 )
 from core.lead import Applied, LeadSummary, NewEvent, score_events, summary_from_facts
 from core.timeutil import US_PER_DAY, US_PER_HOUR, parse_timestamp
@@ -482,6 +484,27 @@ def test_merged_by_anonymous_id_follows_log_order_of_its_own_claim() -> None:
     assert not merged_by_anonymous_id(claiming, None)
     # the merge came first: merged, its claim answered later is given back
     assert merged_by_anonymous_id(_pending("x@x.io", CLAIM_B), CLAIM_A)
+
+
+def test_claims_one_at_a_time_and_the_earliest_identify_in_the_log_wins() -> None:
+    assert claims(LeadSummary("prj_test", "L"), CLAIM_B)
+    assert not claims(LeadSummary("prj_test", "L", email="a@x.io"), CLAIM_A)
+    pending = _pending("b@x.io", CLAIM_B)
+    assert not claims(pending, (3_000, "e3"))  # later in the log: no effect whatever the reply
+    assert not claims(pending, CLAIM_B)  # its own record again
+    assert claims(pending, CLAIM_A)  # earlier in the log, reaching the lead late: it decides
+    assert claims(pending, (2_000, "e1"))  # same record timestamp, smaller eventId
+    assert not claims(_pending("b@x.io", None), CLAIM_A)  # pending since before claims had ids
+
+
+def test_a_merge_reply_to_a_replaced_claim_is_superseded() -> None:
+    pending = _pending("a@x.io", CLAIM_A)
+    assert not superseded(pending, CLAIM_A)
+    assert superseded(pending, CLAIM_B)
+    assert not superseded(pending, None)
+    # an owner's merge (a takeover names the earlier claimant's claim) is never superseded
+    owner = LeadSummary("prj_test", "L", email="a@x.io", email_claim=CLAIM_B)
+    assert not superseded(owner, CLAIM_A)
 
 
 def test_pending_claim_survives_the_table_codec_and_old_summaries_decode() -> None:
