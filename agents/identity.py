@@ -114,6 +114,8 @@ async def _on_claim(entry: dict[str, Any], claim: dict[str, Any]) -> None:
                 "into": claim["claimant"],
             },
         )
+        if entry["confirmed"]:  # the waiting claims were merged into that lead: answered
+            entry["waiting"] = []
         entry.update(owner=claim, confirmed=False)
         await _reply(claim, "promote")
     elif entry["confirmed"]:
