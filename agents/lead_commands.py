@@ -19,6 +19,7 @@ import logging
 from dataclasses import dataclass, replace
 from typing import Any
 
+from agents import automation
 from agents.outbox import send_command
 from app.records import ProjectRecord, lead_change, lead_removal
 from app.settings import settings
@@ -27,6 +28,7 @@ from core.identity import AbsorbedEvent, absorb_events, fill_traits, with_aliase
 from core.lead import (
     HistoryRow,
     LeadSummary,
+    LeadView,
     NewEvent,
     score_events,
     summary_from_facts,
@@ -67,11 +69,12 @@ def _done(state: LeadSummary | Alias | None, source: Source) -> bool:
     return state is not None and state.applied[source[0]] >= source[1]
 
 
-async def _emit(c: Command, summary: LeadSummary, rows: Any = ()) -> None:
+async def _emit(c: Command, summary: LeadSummary, rows: Any = ()) -> LeadView:
     view = lead_store.view_at(c.key, c.partition, summary, c.project.scoring, c.now)
     await lead_changes_topic.send(
         key=c.key, value=lead_change("upsert", view, rows, epoch=settings.app_version)
     )
+    return view
 
 
 async def _promote(c: Command, state: LeadSummary) -> None:
@@ -217,7 +220,8 @@ async def _absorb(c: Command, state: LeadSummary | None) -> None:
         summary = replace(summary, version=summary.version + 1)
     summary = mark_applied(summary, c.source)
     lead_store.put_summary(c.key, summary)
-    await _emit(c, summary, rows)
+    view = await _emit(c, summary, rows)
+    await automation.fire(c.project, state, view, c.now)  # SPEC 9: a merge absorbed
 
 
 def history_rows(
@@ -282,6 +286,7 @@ async def _rebuild(c: Command, key: bytes, state: LeadSummary, *, rescore: bool)
         await lead_changes_topic.send(
             key=key, value=lead_change("upsert", view, chunk, epoch=settings.app_version)
         )
+    await automation.fire(c.project, state, view, c.now)  # SPEC 9: a rebuild or rescore
 
 
 async def _rescore_project(c: Command) -> None:

@@ -1,0 +1,85 @@
+"""The firing agent: decides each automation firing once, for ever (SPEC 9, ADR 0019).
+
+Candidates arrive keyed by firing id; inserting them into `automation_firings` (unique `_id`)
+is the decision: the first insert wins, every later candidate with that id — a redo after a
+crash, a replay epoch, a rescore, a second worker — is a duplicate key and is dropped. Stale
+candidates are stored as `skipped` and never delivered. Deliveries are then made by
+`app.delivery.Deliveries`, which this module starts on every worker.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from faust.types import StreamT
+from tenacity import AsyncRetrying, before_sleep_log, retry_if_exception_type, wait_exponential
+
+from app.delivery import Deliveries
+from app.firings import EPOCH
+from app.settings import settings
+from app.topology import app, directory, firing_log, firings_topic
+
+__all__ = ["deliveries", "firing_agent", "firing_document"]
+
+log = logging.getLogger(__name__)
+
+deliveries = Deliveries(settings, firing_log, directory)
+app.service(deliveries)  # type: ignore[arg-type]
+
+
+def firing_document(candidate: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """The MongoDB document of a decided firing."""
+    stale = bool(candidate.get("stale"))
+    return {
+        "_id": candidate["firingId"],
+        "projectId": candidate["projectId"],
+        "ruleId": candidate["ruleId"],
+        "ruleName": candidate.get("ruleName"),
+        "trigger": candidate.get("trigger"),
+        "leadId": candidate["leadId"],
+        "day": candidate["day"],
+        "event": candidate.get("event"),
+        "lead": candidate.get("lead"),
+        "status": "skipped" if stale else "pending",
+        "reason": "the causing event is older than maxTriggerAge" if stale else None,
+        "firedAt": now,
+        "attemptCount": 0,
+        "attempts": [],
+        "nextAttemptAt": EPOCH,
+        "leaseUntil": EPOCH,
+        "leaseOwner": None,
+    }
+
+
+async def decide(candidates: list[dict[str, Any]]) -> int:
+    """Insert a batch of candidates (first wins), retrying MongoDB faults: a candidate is never
+    skipped because the database was away. Returns how many were new."""
+    now = datetime.now(UTC)
+    docs: dict[str, dict[str, Any]] = {}
+    for c in candidates:
+        docs.setdefault(c["firingId"], firing_document(c, now))
+    async for attempt in AsyncRetrying(
+        wait=wait_exponential(multiplier=0.2, max=10),
+        retry=retry_if_exception_type(Exception),
+        before_sleep=before_sleep_log(log, logging.WARNING),
+        reraise=True,
+    ):
+        with attempt:
+            inserted = await firing_log.insert_new(list(docs.values()))
+    return len(inserted)
+
+
+@app.agent(firings_topic, concurrency=1)
+async def firing_agent(stream: StreamT[bytes]) -> None:
+    async for batch in stream.take(500, within=0.02):
+        candidates = []
+        for value in batch:
+            try:
+                candidates.append(orjson.loads(value))
+            except orjson.JSONDecodeError:
+                log.error("unreadable automation firing candidate dropped: %r", value[:200])
+        if await decide(candidates):
+            deliveries.wake()
