@@ -18,7 +18,13 @@ from typing import Any
 from aiohttp import web
 from aiosmtpd.controller import Controller
 
-from tests.integration.support import Api, Deployment, WorkerProcess, eventually, free_port
+from tests.integration.support import (
+    Api,
+    Deployment,
+    WorkerProcess,
+    eventually,
+    free_port,
+)
 
 # The worker's "now" in these tests (LEADSCORE_NOW): events are sent with explicit timestamps on
 # the day before and on this day, so "once per day" is tested without waiting for midnight.
@@ -30,6 +36,7 @@ TODAY = "2026-11-20"
 def fast_delivery_env(smtp_port: int) -> dict[str, str]:
     return {
         "LEADSCORE_NOW": NOW,
+        "LEADSCORE_MAX_AUTOMATIONS": "8",
         "LEADSCORE_DELIVERY_BACKOFF": "0.3",
         "LEADSCORE_DELIVERY_BACKOFF_MAX": "1",
         "LEADSCORE_DELIVERY_ATTEMPTS": "4",

@@ -8,11 +8,8 @@ checked against the receiver's distinct `X-Leadscore-Delivery` values, not again
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
 from core.automation import firing_id
@@ -23,62 +20,15 @@ from tests.integration.automation_support import (
     SmtpServer,
     create_rule,
     event,
-    fast_delivery_env,
     firings,
-    start_automation_worker,
     verify_signature,
     wait_firings,
 )
-from tests.integration.support import (
-    Api,
-    Deployment,
-    WorkerProcess,
-    create_project,
-    eventually,
-    project_id_of,
-)
+from tests.integration.support import Api, eventually, project_id_of
 
 pytestmark = pytest.mark.integration
 
 SECRET = "test-secret-0123456789abcdef"
-
-
-@pytest.fixture(scope="module")
-async def smtp() -> AsyncIterator[SmtpServer]:
-    server = SmtpServer()
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-async def receiver() -> AsyncIterator[Receiver]:
-    r = Receiver()
-    await r.start()
-    yield r
-    await r.stop()
-
-
-@pytest.fixture(scope="module")
-async def auto_worker(
-    stack: tuple[str, str], smtp: SmtpServer, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[WorkerProcess]:
-    deployment = Deployment.on(stack, **fast_delivery_env(smtp.port))
-    proc = await start_automation_worker(deployment, Path(tmp_path_factory.mktemp("auto")))
-    try:
-        yield proc
-    finally:
-        proc.stop()
-
-
-@pytest.fixture
-async def auto_api(
-    http: aiohttp.ClientSession, auto_worker: WorkerProcess, request: pytest.FixtureRequest
-) -> Api:
-    _, key = await create_project(
-        http, auto_worker.url, auto_worker.deployment.admin_token, request.node.name[:100]
-    )
-    return Api(http, auto_worker.url, key)
 
 
 def webhook(url: str, **extra: Any) -> dict[str, Any]:
