@@ -12,7 +12,6 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from email import message_from_bytes
-from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -20,8 +19,6 @@ from aiosmtpd.controller import Controller
 
 from tests.integration.support import (
     Api,
-    Deployment,
-    WorkerProcess,
     eventually,
     free_port,
 )
@@ -162,15 +159,6 @@ def verify_signature(secret: str, header: str, body: bytes, tolerance: float = 3
     expected = hmac.new(secret.encode(), f"{parts['t']}.".encode() + body, hashlib.sha256)
     fresh = abs(time.time() - int(parts["t"])) <= tolerance
     return fresh and hmac.compare_digest(expected.hexdigest(), parts["v1"])
-
-
-async def start_automation_worker(
-    deployment: Deployment, tmp: Path, name: str = "auto"
-) -> WorkerProcess:
-    proc = WorkerProcess(deployment, tmp, name)
-    proc.start()
-    await proc.wait_healthy()
-    return proc
 
 
 async def create_rule(api: Api, rule: dict[str, Any]) -> dict[str, Any]:

@@ -13,9 +13,14 @@ from tests.integration.automation_support import (
     Receiver,
     SmtpServer,
     fast_delivery_env,
-    start_automation_worker,
 )
-from tests.integration.support import Api, Deployment, WorkerProcess, create_project
+from tests.integration.support import (
+    Api,
+    Deployment,
+    WorkerProcess,
+    create_project,
+    start_worker,
+)
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +44,7 @@ async def auto_worker(
     stack: tuple[str, str], smtp: SmtpServer, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[WorkerProcess]:
     deployment = Deployment.on(stack, **fast_delivery_env(smtp.port))
-    proc = await start_automation_worker(deployment, Path(tmp_path_factory.mktemp("auto")))
+    proc = await start_worker(deployment, Path(tmp_path_factory.mktemp("auto")), "auto")
     try:
         yield proc
     finally:
