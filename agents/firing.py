@@ -60,7 +60,10 @@ async def decide(candidates: list[dict[str, Any]]) -> int:
     now = datetime.now(UTC)
     docs: dict[str, dict[str, Any]] = {}
     for c in candidates:
-        docs.setdefault(c["firingId"], firing_document(c, now))
+        try:
+            docs.setdefault(c["firingId"], firing_document(c, now))
+        except (KeyError, TypeError) as exc:  # not ours: written by another client
+            log.error("automation firing candidate without %s dropped: %r", exc, c)
     async for attempt in AsyncRetrying(
         wait=wait_exponential(multiplier=0.2, max=10),
         retry=retry_if_exception_type(Exception),

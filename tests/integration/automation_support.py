@@ -153,7 +153,8 @@ class SmtpServer:
 
 
 def verify_signature(secret: str, header: str, body: bytes, tolerance: float = 300) -> bool:
-    """The README's receiver example, verbatim in logic: parse `t=…,v1=…`, recompute the HMAC of
+    """The README receiver example's check (test_automation_delivery runs the snippet itself):
+    parse `t=…,v1=…`, recompute the HMAC of
     "{t}.{raw body}", compare in constant time, and refuse old timestamps (replays)."""
     parts = dict(p.split("=", 1) for p in header.split(","))
     expected = hmac.new(secret.encode(), f"{parts['t']}.".encode() + body, hashlib.sha256)

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from tests.integration.automation_support import (
     TODAY,
@@ -21,7 +22,7 @@ from tests.integration.automation_support import (
     event,
     wait_firings,
 )
-from tests.integration.support import Api, eventually, free_port
+from tests.integration.support import ROOT, Api, eventually, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -164,3 +165,50 @@ async def test_the_test_endpoint_returns_what_the_destination_answered(
     status, body = await auto_api.post(f"/api/automations/{broken['id']}/test")
     assert status == 200, body
     assert body == {**body, "delivered": False, "status": 502, "response": "not now"}
+
+
+def readme_receiver() -> dict[str, Any]:
+    """The README's receiver example, exactly as printed there, loaded as a module."""
+    text = (ROOT / "README.md").read_text()
+    block = text.split("<!-- receiver-example:", 1)[1].split("```python\n", 1)[1]
+    code = block.split("```", 1)[0]
+    namespace: dict[str, Any] = {"__name__": "readme_receiver"}
+    exec(compile(code, "README.md", "exec"), namespace)
+    return namespace
+
+
+async def test_the_readme_receiver_example_verifies_real_deliveries(auto_api: Api) -> None:
+    example = readme_receiver()
+    secret = "readme-secret-0123456789"
+    example["SECRET"] = secret.encode()
+    app = web.Application()
+    app.router.add_post("/hook", example["hook"])
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        rule = await create_rule(
+            auto_api,
+            {
+                "name": "readme",
+                "trigger": {"kind": "event", "eventType": "signup"},
+                "action": {
+                    "type": "webhook",
+                    "url": f"http://127.0.0.1:{port}/hook",
+                    "secret": secret,
+                },
+            },
+        )
+        await auto_api.send_events([event("rd", "signup", f"{TODAY}T09:00:00Z", "rd1")])
+        [done] = await wait_firings(auto_api, rule["id"], 1, status="delivered")
+        assert example["seen"] == {done["id"]}  # accepted: the signature verified
+        # a wrong secret is refused by the example (401), so the delivery fails at once
+        example["SECRET"] = b"another-secret-entirely"
+        await auto_api.send_events([event("rd2", "signup", f"{TODAY}T09:00:00Z", "rd2")])
+        [refused] = await wait_firings(auto_api, rule["id"], 1, status="failed")
+        attempts = (await firing_of(auto_api, refused["id"]))["attempts"]
+        assert [a["status"] for a in attempts] == [401]
+        assert example["seen"] == {done["id"]}
+    finally:
+        await runner.cleanup()
