@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import aiohttp
@@ -12,23 +14,52 @@ from aiokafka.admin import AIOKafkaAdminClient
 from faust.web import Request, Response
 
 from agents.outbox import send_command
+from app.records import ProjectRecord
 from app.settings import settings
 from app.topology import app, mongo
 from core.invariants import Violation, check_aliases, check_history_chain, check_lead_against_table
 from tables.leads import lead_store, leads_table
-from web.base import ApiError, ApiView
+from web.base import ApiError, ApiView, path_param
 
-__all__ = ["RebuildView", "RescoreView", "SystemHealthView", "TableLeadsView"]
+__all__ = ["HeavyRouteGate", "RebuildView", "RescoreView", "SystemHealthView", "TableLeadsView"]
 
 LIVE = {"merged": {"$exists": False}}
+BUSY_RETRY_AFTER_SECONDS = 2
+
+
+class HeavyRouteGate:
+    """At most `slots` heavy admin requests in flight in this process; the next one is told to
+    come back (429 + Retry-After) instead of queueing, so a burst of cheap requests cannot make
+    a worker rescan whole projects many times over (issue 10 finding 7)."""
+
+    def __init__(self, slots: int) -> None:
+        self._free = max(1, slots)
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        if self._free <= 0:  # one event loop per process: no lock needed
+            raise ApiError(
+                429,
+                "too many admin requests in progress on this worker; retry",
+                retry_after=BUSY_RETRY_AFTER_SECONDS,
+            )
+        self._free -= 1
+        try:
+            yield
+        finally:
+            self._free += 1
+
+
+heavy = HeavyRouteGate(settings.admin_concurrency)
 
 
 @app.page("/api/admin/rebuild/{lead_id}")
 class RebuildView(ApiView):
     async def post(self, request: Request, lead_id: str) -> Response:
         project = await self.project(request, need="admin")
-        key = f"{project.projectId}:{lead_id}".encode()
-        await send_command(key, {"command": "rebuild", "projectId": project.projectId})
+        key = f"{project.projectId}:{path_param(lead_id, 'leadId')}".encode()
+        with heavy.slot():
+            await send_command(key, {"command": "rebuild", "projectId": project.projectId})
         return self.reply({"status": "queued", "leadId": lead_id}, status=202)
 
 
@@ -39,8 +70,9 @@ class RescoreView(ApiView):
     async def post(self, request: Request) -> Response:
         project = await self.project(request, need="admin")
         body = {"command": "rescore-project", "projectId": project.projectId}
-        for partition in range(settings.partitions):
-            await send_command(f"{project.projectId}:*".encode(), body, partition=partition)
+        with heavy.slot():
+            for partition in range(settings.partitions):
+                await send_command(f"{project.projectId}:*".encode(), body, partition=partition)
         return self.reply(
             {"status": "queued", "projectId": project.projectId, "partitions": settings.partitions},
             status=202,
@@ -122,6 +154,10 @@ async def _end_offsets(tps: list[TopicPartition]) -> dict[TopicPartition, int]:
 class SystemHealthView(ApiView):
     async def get(self, request: Request) -> Response:
         project = await self.project(request, need="admin")
+        with heavy.slot():
+            return await self._report(request, project)
+
+    async def _report(self, request: Request, project: ProjectRecord) -> Response:
         pid = project.projectId
         (table_leads, table_aliases), lag = await asyncio.gather(
             _table_state(request), _consumer_lag()
