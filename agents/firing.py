@@ -10,7 +10,7 @@ candidates are stored as `skipped` and never delivered. Deliveries are then made
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -30,8 +30,11 @@ deliveries = Deliveries(settings, firing_log, directory)
 app.service(deliveries)  # type: ignore[arg-type]
 
 
-def firing_document(candidate: dict[str, Any], now: datetime) -> dict[str, Any]:
-    """The MongoDB document of a decided firing."""
+def firing_document(
+    candidate: dict[str, Any], now: datetime, lease: tuple[str, datetime] | None = None
+) -> dict[str, Any]:
+    """The MongoDB document of a decided firing; with `lease`, already held by this process's
+    deliveries (so the first attempt needs no claim)."""
     stale = bool(candidate.get("stale"))
     return {
         "_id": candidate["firingId"],
@@ -49,19 +52,22 @@ def firing_document(candidate: dict[str, Any], now: datetime) -> dict[str, Any]:
         "attemptCount": 0,
         "attempts": [],
         "nextAttemptAt": EPOCH,
-        "leaseUntil": EPOCH,
-        "leaseOwner": None,
+        "leaseUntil": lease[1] if lease and not stale else EPOCH,
+        "leaseOwner": lease[0] if lease and not stale else None,
     }
 
 
-async def decide(candidates: list[dict[str, Any]]) -> int:
+async def decide(candidates: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Insert a batch of candidates (first wins), retrying MongoDB faults: a candidate is never
-    skipped because the database was away. Returns how many were new."""
+    skipped because the database was away. Returns the new firings, leased to this process's
+    deliveries when it has room for them."""
     now = datetime.now(UTC)
+    token = deliveries.lease_for_new(len(candidates))
+    lease = (token, now + timedelta(seconds=deliveries.lease)) if token else None
     docs: dict[str, dict[str, Any]] = {}
     for c in candidates:
         try:
-            docs.setdefault(c["firingId"], firing_document(c, now))
+            docs.setdefault(c["firingId"], firing_document(c, now, lease))
         except (KeyError, TypeError) as exc:  # not ours: written by another client
             log.error("automation firing candidate without %s dropped: %r", exc, c)
     async for attempt in AsyncRetrying(
@@ -72,7 +78,7 @@ async def decide(candidates: list[dict[str, Any]]) -> int:
     ):
         with attempt:
             inserted = await firing_log.insert_new(list(docs.values()))
-    return len(inserted)
+    return inserted if lease else []
 
 
 @app.agent(firings_topic, concurrency=1)
@@ -84,5 +90,4 @@ async def firing_agent(stream: StreamT[bytes]) -> None:
                 candidates.append(orjson.loads(value))
             except orjson.JSONDecodeError:
                 log.error("unreadable automation firing candidate dropped: %r", value[:200])
-        if await decide(candidates):
-            deliveries.wake()
+        deliveries.submit(await decide(candidates))

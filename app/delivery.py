@@ -1,10 +1,12 @@
 """Delivery of decided firings (SPEC 9), in its own service: never in the scoring path.
 
 The schedule lives in MongoDB (`automation_firings`), not in memory, so retries spanning an hour
-outlive restarts and kill -9: every process claims due deliveries with an atomic lease
-(find-and-modify), makes one attempt, and records it with the next attempt time. A process that
-dies holding a lease delays that delivery by the lease only; the receiver may then see the same
-`X-Leadscore-Delivery` twice (at least once) and deduplicates on it.
+outlive restarts and kill -9. A firing this process has just decided arrives here already leased
+to it (`submit`), so the first attempt costs no claim; due retries, and firings whose holder
+died, are claimed in batches with a per-document atomic lease. Every attempt is recorded with
+the next attempt time, in batched bulk writes. A process that dies holding a lease delays those
+deliveries by the lease only; the receiver may then see the same `X-Leadscore-Delivery` twice
+(at least once) and deduplicates on it.
 
 Isolation: at most `delivery_concurrency` attempts in flight per process and at most
 `delivery_per_destination` per destination host; a destination at its limit or with an open
@@ -16,14 +18,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import secrets
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from mode import Service
+from pymongo import UpdateOne
 
 from app.automations import AutomationModel, destination_of
 from app.firings import FiringLog
@@ -36,6 +40,8 @@ __all__ = ["Deliveries"]
 
 log = logging.getLogger(__name__)
 _BUSY_RETRY = 1.0  # seconds before a postponed delivery to a busy destination is looked at again
+_CLAIM_BATCH = 200
+_FLUSH_EVERY = 0.05  # seconds: attempts are recorded in bulk writes at least this often
 
 
 class Deliveries(Service):
@@ -48,24 +54,29 @@ class Deliveries(Service):
         self._directory = directory
         self._senders = Senders(settings)
         self._owner = "dl_" + secrets.token_hex(6)
+        self._claims = itertools.count()
         self._wake = asyncio.Event()
+        self._ready: deque[dict[str, Any]] = deque()
         self._in_flight: set[asyncio.Task[None]] = set()
         self._per_destination: dict[str, int] = defaultdict(int)
         self._breakers: dict[str, Breaker] = {}
+        self._writes: list[UpdateOne] = []
+        self._written = asyncio.Event()
         # the lease outlives one attempt with room to record it
-        self._lease = settings.delivery_timeout * 3 + 5
+        self.lease = settings.delivery_timeout * 3 + 5
 
-    def wake(self) -> None:
-        """New firings were decided by this process: look at once, not at the next poll."""
+    # -- what the firing agent uses ----------------------------------------------------------
+    def lease_for_new(self, n: int) -> str | None:
+        """A lease token for `n` firings about to be decided, if this process can start them
+        soon; None leaves them to be claimed (by any process) instead."""
+        if len(self._ready) + n > self._settings.delivery_concurrency * 4:
+            return None
+        return f"{self._owner}:{next(self._claims)}"
+
+    def submit(self, docs: list[dict[str, Any]]) -> None:
+        """Firings decided by this process, leased to it by `lease_for_new`."""
+        self._ready.extend(d for d in docs if d.get("status") == "pending")
         self._wake.set()
-
-    async def on_start(self) -> None:
-        self.add_future(self._claim_loop())
-
-    async def on_stop(self) -> None:
-        for task in list(self._in_flight):
-            task.cancel()
-        await self._senders.close()
 
     def breaker(self, destination: str) -> Breaker:
         found = self._breakers.get(destination)
@@ -74,31 +85,48 @@ class Deliveries(Service):
             self._breakers[destination] = found
         return found
 
-    async def _claim_loop(self) -> None:
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def on_start(self) -> None:
+        self.add_future(self._dispatch_loop())
+        self.add_future(self._write_loop())
+
+    async def on_stop(self) -> None:
+        for task in list(self._in_flight):
+            task.cancel()
+        await self._flush()
+        await self._senders.close()
+
+    async def _dispatch_loop(self) -> None:
         await self._directory.wait_loaded()
         while not self.should_stop:
             try:
-                claimed = await self._claim_some()
+                started = await self._start_some()
             except Exception:  # MongoDB away: the schedule is safe there; look again soon
                 log.warning("claiming deliveries failed; retrying", exc_info=True)
-                claimed = 0
-            if claimed:
+                started = 0
+            if started:
                 continue
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._settings.delivery_poll)
 
-    async def _claim_some(self) -> int:
-        claimed = 0
-        while len(self._in_flight) < self._settings.delivery_concurrency:
-            doc = await self._firings.claim_due(self._owner, datetime.now(UTC), self._lease)
-            if doc is None:
-                break
-            claimed += 1
-            task = asyncio.ensure_future(self._deliver(doc))
+    async def _start_some(self) -> int:
+        room = self._settings.delivery_concurrency - len(self._in_flight)
+        if room <= 0:
+            return 0
+        if not self._ready:
+            token = f"{self._owner}:{next(self._claims)}"
+            claimed = await self._firings.claim_due(
+                token, datetime.now(UTC), self.lease, min(room, _CLAIM_BATCH)
+            )
+            self._ready.extend(claimed)
+        started = 0
+        while self._ready and len(self._in_flight) < self._settings.delivery_concurrency:
+            task = asyncio.ensure_future(self._deliver(self._ready.popleft()))
             self._in_flight.add(task)
             task.add_done_callback(self._done)
-        return claimed
+            started += 1
+        return started
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._in_flight.discard(task)
@@ -106,25 +134,22 @@ class Deliveries(Service):
             log.error("delivery task failed", exc_info=task.exception())
         self._wake.set()  # a slot is free
 
+    # -- one delivery ------------------------------------------------------------------------
     async def _deliver(self, doc: dict[str, Any]) -> None:
-        firing_id = doc["_id"]
         rule = self._rule(doc)
         now = datetime.now(UTC)
         if rule is None:
-            outcome = Outcome(False, False, None, "the automation rule no longer exists")
-            await self._record(doc, outcome, now)
+            self._record(doc, Outcome(False, False, None, "the automation rule no longer exists"))
             return
         destination = destination_of(rule.action)
         breaker = self.breaker(destination)
         mono = time.monotonic()
         if self._per_destination[destination] >= self._settings.delivery_per_destination:
-            await self._firings.postpone(
-                firing_id, self._owner, now + timedelta(seconds=_BUSY_RETRY)
-            )
+            self._writes.append(self._firings.postponed(doc, now + timedelta(seconds=_BUSY_RETRY)))
             return
         if not breaker.allow(mono):
             wait = breaker.retry_at(mono) - mono
-            await self._firings.postpone(firing_id, self._owner, now + timedelta(seconds=wait))
+            self._writes.append(self._firings.postponed(doc, now + timedelta(seconds=wait)))
             return
         self._per_destination[destination] += 1
         try:
@@ -135,7 +160,7 @@ class Deliveries(Service):
             breaker.success()  # the destination answered: it is up
         else:
             breaker.failure(time.monotonic())
-        await self._record(doc, outcome, datetime.now(UTC))
+        self._record(doc, outcome)
 
     def _rule(self, doc: dict[str, Any]) -> AutomationModel | None:
         project = self._directory.get(doc["projectId"])
@@ -143,7 +168,8 @@ class Deliveries(Service):
             return None
         return next((a for a in project.automations if a.id == doc["ruleId"]), None)
 
-    async def _record(self, doc: dict[str, Any], outcome: Outcome, at: datetime) -> None:
+    def _record(self, doc: dict[str, Any], outcome: Outcome) -> None:
+        at = datetime.now(UTC)
         attempt_no = int(doc.get("attemptCount", 0)) + 1
         s = self._settings
         next_at = None
@@ -158,4 +184,25 @@ class Deliveries(Service):
         else:
             status = "failed"
         attempt = {"attempt": attempt_no, **outcome.as_attempt(at)}
-        await self._firings.record_attempt(doc["_id"], self._owner, attempt, status, next_at)
+        self._writes.append(self._firings.attempted(doc, attempt, status, next_at))
+
+    # -- recording, in bulk --------------------------------------------------------------------
+    async def _write_loop(self) -> None:
+        while not self.should_stop:
+            await asyncio.sleep(_FLUSH_EVERY)
+            try:
+                await self._flush()
+            except Exception:  # kept and retried: an attempt's record is never dropped
+                log.warning("recording delivery attempts failed; retrying", exc_info=True)
+                await asyncio.sleep(1.0)
+
+    async def _flush(self) -> None:
+        if not self._writes:
+            return
+        batch, self._writes = self._writes, []
+        try:
+            await self._firings.write(batch)
+        except Exception:
+            self._writes[:0] = batch
+            raise
+        self._wake.set()  # postponed and retried firings may be due again

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
+from pymongo import ASCENDING, DESCENDING, IndexModel, UpdateOne
 from pymongo.errors import BulkWriteError
 
 from app.mongo import Mongo
@@ -65,31 +65,38 @@ class FiringLog:
             duplicate = {e["index"] for e in errors}
             return [d for i, d in enumerate(docs) if i not in duplicate]
 
-    async def claim_due(self, owner: str, now: datetime, lease: float) -> dict[str, Any] | None:
-        """Take one due pending delivery for `lease` seconds, atomically: two processes never
-        hold the same firing at once; a crashed holder's lease simply runs out."""
-        return await self._col.find_one_and_update(
-            {"status": "pending", "nextAttemptAt": {"$lte": now}, "leaseUntil": {"$lte": now}},
-            {"$set": {"leaseOwner": owner, "leaseUntil": now + timedelta(seconds=lease)}},
-            sort=[("nextAttemptAt", ASCENDING)],
-            return_document=ReturnDocument.AFTER,
-        )
+    async def claim_due(
+        self, token: str, now: datetime, lease: float, limit: int
+    ) -> list[dict[str, Any]]:
+        """Take up to `limit` due pending deliveries for `lease` seconds under `token`.
 
-    async def postpone(self, firing_id: str, owner: str, at: datetime) -> None:
+        Per document atomic (the conditional update re-checks "pending, due, lease expired" on
+        each document), so two processes never hold the same firing at once; a crashed
+        holder's lease simply runs out. Three round trips per batch, not per firing.
+        """
+        due = {"status": "pending", "nextAttemptAt": {"$lte": now}, "leaseUntil": {"$lte": now}}
+        ids = [d["_id"] async for d in self._col.find(due, {"_id": 1}).limit(limit)]
+        if not ids:
+            return []
+        await self._col.update_many(
+            {"_id": {"$in": ids}, **due},
+            {"$set": {"leaseOwner": token, "leaseUntil": now + timedelta(seconds=lease)}},
+        )
+        return [d async for d in self._col.find({"_id": {"$in": ids}, "leaseOwner": token})]
+
+    @staticmethod
+    def postponed(doc: dict[str, Any], at: datetime) -> UpdateOne:
         """Give a claimed delivery back without an attempt (breaker open, destination busy)."""
-        await self._col.update_one(
-            {"_id": firing_id, "leaseOwner": owner},
+        return UpdateOne(
+            {"_id": doc["_id"], "leaseOwner": doc["leaseOwner"]},
             {"$set": {"nextAttemptAt": at, "leaseUntil": EPOCH, "leaseOwner": None}},
         )
 
-    async def record_attempt(
-        self,
-        firing_id: str,
-        owner: str,
-        attempt: dict[str, Any],
-        status: str,
-        next_at: datetime | None,
-    ) -> None:
+    @staticmethod
+    def attempted(
+        doc: dict[str, Any], attempt: dict[str, Any], status: str, next_at: datetime | None
+    ) -> UpdateOne:
+        """An attempt's record; applies only while the lease is still ours."""
         change: dict[str, Any] = {
             "status": status,
             "leaseUntil": EPOCH,
@@ -101,14 +108,19 @@ class FiringLog:
             change["nextAttemptAt"] = next_at
         if status == "delivered":
             change["deliveredAt"] = attempt["at"]
-        await self._col.update_one(
-            {"_id": firing_id, "leaseOwner": owner},
+        return UpdateOne(
+            {"_id": doc["_id"], "leaseOwner": doc["leaseOwner"]},
             {
                 "$set": change,
                 "$inc": {"attemptCount": 1},
                 "$push": {"attempts": {"$each": [attempt], "$slice": -_MAX_ATTEMPTS_KEPT}},
             },
         )
+
+    async def write(self, ops: Sequence[UpdateOne]) -> None:
+        """Apply attempts and postponements in one unordered bulk write."""
+        if ops:
+            await self._col.bulk_write(list(ops), ordered=False)
 
     async def list(
         self,
