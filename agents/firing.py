@@ -10,6 +10,7 @@ candidates are stored as `skipped` and never delivered. Deliveries are then made
 from __future__ import annotations
 
 import logging
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,7 +21,7 @@ from tenacity import AsyncRetrying, before_sleep_log, retry_if_exception_type, w
 from app.delivery import Deliveries
 from app.firings import EPOCH
 from app.settings import settings
-from app.topology import app, directory, firing_log, firings_topic
+from app.topology import app, dead_letter_topic, directory, firing_log, firings_topic
 
 __all__ = ["deliveries", "firing_agent", "firing_document"]
 
@@ -35,6 +36,9 @@ def firing_document(
 ) -> dict[str, Any]:
     """The MongoDB document of a decided firing; with `lease`, already held by this process's
     deliveries (so the first attempt needs no claim)."""
+    for name in ("firingId", "projectId", "ruleId", "leadId", "day"):
+        if not isinstance(candidate[name], str):
+            raise TypeError(f"{name} must be a string")
     stale = bool(candidate.get("stale"))
     return {
         "_id": candidate["firingId"],
@@ -69,7 +73,7 @@ async def decide(candidates: list[dict[str, Any]]) -> list[dict[str, Any]]:
         try:
             docs.setdefault(c["firingId"], firing_document(c, now, lease))
         except (KeyError, TypeError) as exc:  # not ours: written by another client
-            log.error("automation firing candidate without %s dropped: %r", exc, c)
+            await _dead_letter(orjson.dumps(c), f"invalid automation firing candidate: {exc!r}")
     async for attempt in AsyncRetrying(
         wait=wait_exponential(multiplier=0.2, max=10),
         retry=retry_if_exception_type(Exception),
@@ -81,6 +85,23 @@ async def decide(candidates: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return inserted if lease else []
 
 
+async def _dead_letter(value: bytes, reason: str) -> None:
+    """A record on the firings topic that is not a candidate (another client wrote it): parked
+    with the reason; the others of its batch are decided."""
+    log.error("automation firing candidate dead-lettered: %s", reason)
+    await dead_letter_topic.send(
+        key=None,
+        value=orjson.dumps(
+            {
+                "reason": reason,
+                "topic": settings.topic("automation-firings"),
+                "value": value.decode(errors="replace")[:10_000],
+                "deadLetteredAt": time.time(),
+            }
+        ),
+    )
+
+
 @app.agent(firings_topic, concurrency=1)
 async def firing_agent(stream: StreamT[bytes]) -> None:
     async for batch in stream.take(500, within=0.02):
@@ -88,6 +109,6 @@ async def firing_agent(stream: StreamT[bytes]) -> None:
         for value in batch:
             try:
                 candidates.append(orjson.loads(value))
-            except orjson.JSONDecodeError:
-                log.error("unreadable automation firing candidate dropped: %r", value[:200])
+            except orjson.JSONDecodeError as exc:
+                await _dead_letter(value, f"invalid JSON: {exc}")
         deliveries.submit(await decide(candidates))

@@ -8,9 +8,11 @@ checked against the receiver's distinct `X-Leadscore-Delivery` values, not again
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from core.automation import firing_id
 from tests.integration.automation_support import (
@@ -24,7 +26,13 @@ from tests.integration.automation_support import (
     verify_signature,
     wait_firings,
 )
-from tests.integration.support import Api, eventually, project_id_of
+from tests.integration.support import (
+    Api,
+    WorkerProcess,
+    consume_all,
+    eventually,
+    project_id_of,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -217,3 +225,36 @@ async def test_a_merge_that_lifts_the_owner_into_qualified_fires_for_the_owner(
     fired = await wait_firings(auto_api, rule["id"], 1, status="delivered")
     assert [f["id"] for f in fired] == [firing_id(pid, rule["id"], "owner", TODAY)]
     assert fired[0]["leadId"] == "owner"
+
+
+async def test_a_record_on_the_firings_topic_that_is_no_candidate_is_dead_lettered(
+    auto_api: Api, auto_worker: WorkerProcess, receiver: Receiver
+) -> None:
+    d = auto_worker.deployment
+    rule = await create_rule(
+        auto_api,
+        {
+            "name": "after junk",
+            "trigger": {"kind": "event", "eventType": "signup"},
+            "action": webhook(receiver.url("/after-junk")),
+        },
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=d.bootstrap_servers)
+    await producer.start()
+    try:
+        topic = f"{d.prefix}.automation-firings"
+        for junk in (b"not json", b"[1, 2]", b'{"firingId": {"$gt": ""}}'):
+            await producer.send_and_wait(topic, key=b"junk", value=junk)
+    finally:
+        await producer.stop()
+    await auto_api.send_events([event("j", "signup", f"{TODAY}T09:00:00Z", "j1")])
+    await wait_firings(auto_api, rule["id"], 1, status="delivered")
+    parked = await consume_all(
+        d.bootstrap_servers,
+        f"{d.prefix}.dead-letter",
+        lambda r: b"automation-firings" in r.value,
+        lambda found: len(found) >= 3,
+    )
+    reasons = [json.loads(r.value)["reason"] for r in parked]
+    assert any(r.startswith("invalid JSON") for r in reasons)
+    assert sum(r.startswith("invalid automation firing candidate") for r in reasons) == 2
