@@ -59,8 +59,14 @@ def candidates(
     )
     if not found:
         return []
-    by_id = {a.id: a for a in project.automations}
+    by_id = project.automation_by_id
     lead = {k: v for k, v in lead_json(view).items() if k not in _INTERNAL}
+    decided_at = now_us()
+    event_json = {
+        "eventId": found[0].cause.event_id,
+        "eventType": found[0].cause.event_type,
+        "timestamp": format_timestamp(found[0].cause.timestamp),
+    }
     out = []
     for f in found:
         rule = by_id[f.rule_id]
@@ -69,17 +75,13 @@ def candidates(
             "projectId": project.projectId,
             "ruleId": rule.id,
             "ruleName": rule.name,
-            "trigger": rule.trigger.model_dump(mode="json"),
+            "trigger": rule.trigger_json,
             "leadId": after.lead_id,
             "day": f.day,
             "stale": f.stale,
-            "event": {
-                "eventId": f.cause.event_id,
-                "eventType": f.cause.event_type,
-                "timestamp": format_timestamp(f.cause.timestamp),
-            },
+            "event": event_json,  # one cause per change
             "lead": lead,
-            "decidedAt": now_us(),
+            "decidedAt": decided_at,
         }
         out.append((f.firing_id.encode(), orjson.dumps(record)))
     return out

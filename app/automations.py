@@ -134,6 +134,10 @@ class AutomationModel(AutomationIn):
     id: str
 
     @cached_property
+    def trigger_json(self) -> dict[str, Any]:
+        return self.trigger.model_dump(mode="json")
+
+    @cached_property
     def core(self) -> AutomationRule:
         t = self.trigger
         trigger = Trigger(

@@ -129,6 +129,10 @@ class ProjectRecord(BaseModel):
     def active_automations(self) -> list[AutomationRule]:
         return [a.core for a in self.automations if a.active]
 
+    @cached_property
+    def automation_by_id(self) -> dict[str, AutomationModel]:
+        return {a.id: a for a in self.automations}
+
     def to_wire(self) -> bytes:
         """The record on the projects topic, checked to parse back to itself: a record that
         does not would stop every process tailing the compacted topic, for ever."""

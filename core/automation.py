@@ -157,19 +157,14 @@ def firings_for(
     without any event (no cause) fires nothing."""
     if cause is None:
         return []
-    out = []
-    for rule in rules:
-        if rule_fires(rule, before, after, applied_event_type):
-            out.append(
-                Firing(
-                    firing_id(project_id, rule.id, lead_id, cause.day),
-                    rule.id,
-                    cause.day,
-                    cause,
-                    stale=now - cause.timestamp > max_age_us,
-                )
-            )
-    return out
+    fired = [r for r in rules if rule_fires(r, before, after, applied_event_type)]
+    if not fired:
+        return []
+    day = cause.day
+    stale = now - cause.timestamp > max_age_us
+    return [
+        Firing(firing_id(project_id, r.id, lead_id, day), r.id, day, cause, stale) for r in fired
+    ]
 
 
 # -- delivery ----------------------------------------------------------------------------------
