@@ -61,7 +61,7 @@ class Deliveries(Service):
         self._per_destination: dict[str, int] = defaultdict(int)
         self._breakers: dict[str, Breaker] = {}
         self._writes: list[UpdateOne] = []
-        self._written = asyncio.Event()
+        self._next_claim = 0.0  # monotonic time of the next look for due deliveries
         # the lease outlives one attempt with room to record it
         self.lease = settings.delivery_timeout * 3 + 5
 
@@ -107,19 +107,23 @@ class Deliveries(Service):
             if started:
                 continue
             self._wake.clear()
+            wait = max(0.01, self._next_claim - time.monotonic())
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._settings.delivery_poll)
+                await asyncio.wait_for(self._wake.wait(), wait)
 
     async def _start_some(self) -> int:
         room = self._settings.delivery_concurrency - len(self._in_flight)
         if room <= 0:
             return 0
-        if not self._ready:
+        now = time.monotonic()
+        if not self._ready and now >= self._next_claim:
+            # MongoDB is asked for due retries once per poll (or again at once after a full
+            # batch), never per firing: firings this process decides arrive by `submit`
             token = f"{self._owner}:{next(self._claims)}"
-            claimed = await self._firings.claim_due(
-                token, datetime.now(UTC), self.lease, min(room, _CLAIM_BATCH)
-            )
+            limit = min(room, _CLAIM_BATCH)
+            claimed = await self._firings.claim_due(token, datetime.now(UTC), self.lease, limit)
             self._ready.extend(claimed)
+            self._next_claim = now + (0 if len(claimed) == limit else self._settings.delivery_poll)
         started = 0
         while self._ready and len(self._in_flight) < self._settings.delivery_concurrency:
             task = asyncio.ensure_future(self._deliver(self._ready.popleft()))
@@ -205,4 +209,3 @@ class Deliveries(Service):
         except Exception:
             self._writes[:0] = batch
             raise
-        self._wake.set()  # postponed and retried firings may be due again

@@ -3,9 +3,11 @@
 - `automationScoring`: the scoring agent alone (sink off) on the same workload, once for a
   project without automation rules and once with 10 active rules (every trigger kind; the ones
   that fire produce real candidates, decided in MongoDB). Target: ratio >= 0.95.
-- `automationDelivery`: N due firings put straight into `automation_firings`, then one worker
-  delivers them to a local aiohttp receiver. Rate = distinct deliveries / (last - first).
-  Target: >= 1,000 webhooks/s.
+- `automationDecided`: the common path end to end: N events already on the events topic, each
+  firing a rule; one worker scores, decides (first attempt without a claim) and delivers them to
+  a local aiohttp receiver. Rate = distinct deliveries / (last - first). Target: >= 1,000/s.
+- `automationDelivery`: N due firings put straight into `automation_firings` (the path of
+  retries and redeliveries: claimed in batches), delivered by one worker.
 - `automationLatency`: events sent over HTTP at a fixed rate, each firing an `event` rule; the
   time from the ingest's 202 to the receiver's request, per firing. Target: p99 <= 1 s at 100/s.
 """
@@ -19,6 +21,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
+import orjson
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
 
@@ -195,6 +198,69 @@ async def delivery_rate(suite: Suite, receiver: _Receiver, n: int) -> dict[str, 
     }
 
 
+async def decided_rate(suite: Suite, receiver: _Receiver, n: int) -> dict[str, Any]:
+    """The common path end to end: N `signup` events of N new leads already on the events
+    topic, each firing a rule; one worker scores them, decides the firings (leased to itself)
+    and delivers them. Rate = distinct deliveries / (last - first)."""
+    d = suite.deployment("ae")
+    await d.create()
+    await _add_rules(
+        d,
+        [
+            {
+                "name": "decided",
+                "trigger": {"kind": "event", "eventType": "signup"},
+                "action": {
+                    "type": "webhook",
+                    "url": f"http://127.0.0.1:{receiver.port}/decided",
+                    "secret": "bench-secret-0123456789",
+                },
+            }
+        ],
+    )
+    now = datetime.now(UTC).isoformat()
+    tag = uuid.uuid4().hex[:6]
+    records = [
+        (
+            f"{d.project_id}:dec-{tag}-{i}".encode(),
+            orjson.dumps(
+                {
+                    "projectId": d.project_id,
+                    "eventId": f"dec-{tag}-{i}",
+                    "eventType": "signup",
+                    "leadId": f"dec-{tag}-{i}",
+                    "timestamp": now,
+                }
+            ),
+        )
+        for i in range(n)
+    ]
+    await produce_all(suite.bootstrap, d.topic("events"), records)
+    wanted = {f"dec-{tag}-{i}" for i in range(n)}
+    w = d.worker(
+        "w1",
+        LEADSCORE_SINK="off",
+        LEADSCORE_DELIVERY_CONCURRENCY="256",
+        LEADSCORE_DELIVERY_PER_DESTINATION="256",
+    )
+    w.start()
+    deadline = time.monotonic() + 120 + n / 50
+    try:
+        while time.monotonic() < deadline and not wanted <= set(receiver.leads):
+            w.check()
+            await asyncio.sleep(0.2)
+    finally:
+        w.stop()
+    got = [receiver.leads[k] for k in wanted if k in receiver.leads]
+    span = max(got) - min(got) if len(got) > 1 else 0.0
+    return {
+        "firings": n,
+        "delivered": len(got),
+        "seconds": round(span, 2),
+        "webhooksPerSecond": round(len(got) / span, 1) if span > 0 else None,
+    }
+
+
 async def latency(suite: Suite, receiver: _Receiver, rate: int, seconds: float) -> dict[str, Any]:
     d = suite.deployment("al")
     await d.create()
@@ -268,6 +334,14 @@ async def run_automation(suite: Suite) -> None:
                 suite,
                 "automationDelivery",
                 delivery_rate(suite, receiver, 2_000 if quick else 10_000),
+            ),
+        )
+        await suite._phase(
+            "automationDecided",
+            lambda: _into(
+                suite,
+                "automationDecided",
+                decided_rate(suite, receiver, 2_000 if quick else 10_000),
             ),
         )
         await suite._phase(
