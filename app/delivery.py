@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 _BUSY_RETRY = 1.0  # seconds before a postponed delivery to a busy destination is looked at again
 _CLAIM_BATCH = 200
 _FLUSH_EVERY = 0.05  # seconds: attempts are recorded in bulk writes at least this often
+_WAITING_ROUNDS = 5  # deliveries a busy destination may have waiting in memory, per slot
 
 
 class Deliveries(Service):
@@ -59,11 +60,16 @@ class Deliveries(Service):
         self._ready: deque[dict[str, Any]] = deque()
         self._in_flight: set[asyncio.Task[None]] = set()
         self._per_destination: dict[str, int] = defaultdict(int)
+        # deliveries waiting in memory for a busy destination; beyond a few rounds' worth they
+        # are handed back to MongoDB instead, so a lease never runs out while one waits here
+        self._waiting: dict[str, deque[dict[str, Any]]] = defaultdict(deque)
         self._breakers: dict[str, Breaker] = {}
         self._writes: list[UpdateOne] = []
         self._next_claim = 0.0  # monotonic time of the next look for due deliveries
-        # the lease outlives one attempt with room to record it
-        self.lease = settings.delivery_timeout * 3 + 5
+        self.stats: dict[str, int] = defaultdict(int)  # counters, logged while they change
+        # the lease outlives the longest wait in memory (every waiting round an attempt that
+        # times out) plus the attempt itself, with room to record it
+        self.lease = settings.delivery_timeout * (_WAITING_ROUNDS + 2) + 5
 
     # -- what the firing agent uses ----------------------------------------------------------
     def lease_for_new(self, n: int) -> str | None:
@@ -75,7 +81,9 @@ class Deliveries(Service):
 
     def submit(self, docs: list[dict[str, Any]]) -> None:
         """Firings decided by this process, leased to it by `lease_for_new`."""
-        self._ready.extend(d for d in docs if d.get("status") == "pending")
+        pending = [d for d in docs if d.get("status") == "pending"]
+        self.stats["submitted"] += len(pending)
+        self._ready.extend(pending)
         self._wake.set()
 
     def breaker(self, destination: str) -> Breaker:
@@ -89,6 +97,21 @@ class Deliveries(Service):
     async def on_start(self) -> None:
         self.add_future(self._dispatch_loop())
         self.add_future(self._write_loop())
+        self.add_future(self._log_stats())
+
+    async def _log_stats(self) -> None:
+        last: dict[str, int] = {}
+        while not self.should_stop:
+            await asyncio.sleep(10.0)
+            if self.stats != last:
+                last = dict(self.stats)
+                log.info(
+                    "deliveries: %s; ready %d, in flight %d, waiting %d",
+                    dict(sorted(last.items())),
+                    len(self._ready),
+                    len(self._in_flight),
+                    sum(len(w) for w in self._waiting.values()),
+                )
 
     async def on_stop(self) -> None:
         for task in list(self._in_flight):
@@ -123,14 +146,18 @@ class Deliveries(Service):
             limit = min(room, _CLAIM_BATCH)
             claimed = await self._firings.claim_due(token, datetime.now(UTC), self.lease, limit)
             self._ready.extend(claimed)
+            self.stats["claimed"] += len(claimed)
             self._next_claim = now + (0 if len(claimed) == limit else self._settings.delivery_poll)
         started = 0
         while self._ready and len(self._in_flight) < self._settings.delivery_concurrency:
-            task = asyncio.ensure_future(self._deliver(self._ready.popleft()))
-            self._in_flight.add(task)
-            task.add_done_callback(self._done)
+            self._spawn(self._ready.popleft())
             started += 1
         return started
+
+    def _spawn(self, doc: dict[str, Any]) -> None:
+        task = asyncio.ensure_future(self._deliver(doc))
+        self._in_flight.add(task)
+        task.add_done_callback(self._done)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._in_flight.discard(task)
@@ -148,10 +175,18 @@ class Deliveries(Service):
         destination = destination_of(rule.action)
         breaker = self.breaker(destination)
         mono = time.monotonic()
-        if self._per_destination[destination] >= self._settings.delivery_per_destination:
-            self._writes.append(self._firings.postponed(doc, now + timedelta(seconds=_BUSY_RETRY)))
+        limit = self._settings.delivery_per_destination
+        if self._per_destination[destination] >= limit:
+            if len(self._waiting[destination]) < _WAITING_ROUNDS * limit:
+                self._waiting[destination].append(doc)  # its turn comes when a slot frees
+                self.stats["waited"] += 1
+            else:
+                self.stats["postponed"] += 1
+                at = now + timedelta(seconds=_BUSY_RETRY)
+                self._writes.append(self._firings.postponed(doc, at))
             return
         if not breaker.allow(mono):
+            self.stats["paused"] += 1
             wait = breaker.retry_at(mono) - mono
             self._writes.append(self._firings.postponed(doc, now + timedelta(seconds=wait)))
             return
@@ -160,6 +195,8 @@ class Deliveries(Service):
             outcome = await self._senders.send(rule.action, webhook_payload(doc))
         finally:
             self._per_destination[destination] -= 1
+            if self._waiting[destination]:  # this destination's next, in this slot
+                self._spawn(self._waiting[destination].popleft())
         if outcome.delivered or not outcome.retry:
             breaker.success()  # the destination answered: it is up
         else:
@@ -187,6 +224,7 @@ class Deliveries(Service):
             next_at = at + timedelta(seconds=delay)
         else:
             status = "failed"
+        self.stats[status] += 1
         attempt = {"attempt": attempt_no, **outcome.as_attempt(at)}
         self._writes.append(self._firings.attempted(doc, attempt, status, next_at))
 

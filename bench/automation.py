@@ -278,7 +278,8 @@ async def latency(suite: Suite, receiver: _Receiver, rate: int, seconds: float) 
             }
         ],
     )
-    w = d.worker("w1", LEADSCORE_SINK="off")
+    # one destination takes every firing here: allow it 32 concurrent requests (default 8)
+    w = d.worker("w1", LEADSCORE_SINK="off", LEADSCORE_DELIVERY_PER_DESTINATION="32")
     w.start()
     await w.wait_healthy()
     accepted: dict[str, float] = {}
@@ -312,6 +313,7 @@ async def latency(suite: Suite, receiver: _Receiver, rate: int, seconds: float) 
     lat = [receiver.leads[k] - t for k, t in accepted.items() if k in receiver.leads]
     return {
         "ratePerSecond": rate,
+        "perDestination": 32,
         "seconds": seconds,
         "accepted": len(accepted),
         "delivered": len(lat),
