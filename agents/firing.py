@@ -10,18 +10,17 @@ candidates are stored as `skipped` and never delivered. Deliveries are then made
 from __future__ import annotations
 
 import logging
-import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 from faust.types import StreamT
-from tenacity import AsyncRetrying, before_sleep_log, retry_if_exception_type, wait_exponential
 
+from app import faults
 from app.delivery import Deliveries
 from app.firings import EPOCH
 from app.settings import settings
-from app.topology import app, dead_letter_topic, directory, firing_log, firings_topic
+from app.topology import app, directory, firing_log, firings_topic
 
 __all__ = ["deliveries", "firing_agent", "firing_document"]
 
@@ -74,14 +73,14 @@ async def decide(candidates: list[dict[str, Any]]) -> list[dict[str, Any]]:
             docs.setdefault(c["firingId"], firing_document(c, now, lease))
         except (KeyError, TypeError) as exc:  # not ours: written by another client
             await _dead_letter(orjson.dumps(c), f"invalid automation firing candidate: {exc!r}")
-    async for attempt in AsyncRetrying(
-        wait=wait_exponential(multiplier=0.2, max=10),
-        retry=retry_if_exception_type(Exception),
-        before_sleep=before_sleep_log(log, logging.WARNING),
-        reraise=True,
-    ):
-        with attempt:
-            inserted = await firing_log.insert_new(list(docs.values()))
+    batch = list(docs.values())
+    try:
+        # temporary faults (MongoDB away, an election) are retried for as long as they last
+        inserted = await faults.retry_temporary("firing", lambda: firing_log.insert_new(batch))
+    except Exception as exc:  # permanent: MongoDB refuses these documents; park them
+        for doc in batch:
+            await _dead_letter(orjson.dumps(doc, default=str), f"firing not storable: {exc!r}")
+        return []
     return inserted if lease else []
 
 
@@ -89,16 +88,11 @@ async def _dead_letter(value: bytes, reason: str) -> None:
     """A record on the firings topic that is not a candidate (another client wrote it): parked
     with the reason; the others of its batch are decided."""
     log.error("automation firing candidate dead-lettered: %s", reason)
-    await dead_letter_topic.send(
+    await faults.dead_letter_value(
         key=None,
-        value=orjson.dumps(
-            {
-                "reason": reason,
-                "topic": settings.topic("automation-firings"),
-                "value": value.decode(errors="replace")[:10_000],
-                "deadLetteredAt": time.time(),
-            }
-        ),
+        reason=reason,
+        topic=settings.topic("automation-firings"),
+        value=value.decode(errors="replace")[:10_000],
     )
 
 

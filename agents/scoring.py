@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
-import time
+from collections.abc import Iterable
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 import orjson
@@ -19,13 +20,14 @@ from agents.lead_commands import (
     mark_applied,
 )
 from agents.outbox import forward_event, is_current, send_claim
+from app import faults
 from app.clock import now_us
+from app.faults import dead_letter, isolate
 from app.partitioning import partition_for
-from app.records import ProjectRecord, lead_change
+from app.records import ProjectRecord, lead_changes
 from app.settings import settings
 from app.topology import (
     app,
-    dead_letter_topic,
     directory,
     lead_changes_topic,
     scoring_source,
@@ -33,34 +35,14 @@ from app.topology import (
 from core.automation import Cause
 from core.events import Event, FieldError, InvalidEvent, validate_event
 from core.identity import normalize_email, note_anonymous_id
-from core.lead import LeadSummary, NewEvent, apply_event
+from core.lead import HistoryRow, LeadSummary, LeadView, NewEvent, apply_event
 from tables.codec import Alias, Source
 from tables.leads import lead_store
 
-__all__ = ["dead_letter", "score_event", "scoring_agent"]
+__all__ = ["score_event", "scoring_agent"]
 
 log = logging.getLogger(__name__)
 EVENTS_TOPIC = settings.topic("events")
-
-
-async def dead_letter(message: Any, reason: str, errors: list[FieldError] | None = None) -> None:
-    """Park a record that cannot be scored, with why, so nothing is lost and the worker goes on."""
-    value = message.value
-    await dead_letter_topic.send(
-        key=message.key,
-        value=orjson.dumps(
-            {
-                "reason": reason,
-                "errors": [e.as_json() for e in errors or []],
-                "topic": message.topic,
-                "partition": message.partition,
-                "offset": message.offset,
-                "key": message.key.decode(errors="replace") if message.key else None,
-                "value": value.decode(errors="replace") if isinstance(value, bytes) else None,
-                "deadLetteredAt": time.time(),
-            }
-        ),
-    )
 
 
 async def _decode(message: Any, data: Any) -> tuple[Event, ProjectRecord] | None:
@@ -93,13 +75,13 @@ def score_event(
     now: int,
     source: Source,
     logged_at: int,
-) -> tuple[bytes, dict[str, Any] | None, list[FiringRecord]] | None:
+) -> tuple[list[bytes], dict[str, Any] | None, list[FiringRecord]] | None:
     """Apply one event to its lead's tables.
 
-    Returns the LeadChange to emit, for an `identify` that should claim its email the claim,
-    and the automation firings the change triggers; None for a duplicate. A record the
-    summary shows as applied (a crash lost only its outputs) returns them again; one applied
-    in part is redone.
+    Returns the LeadChange to emit (in parts under the message size limit), for an `identify`
+    that should claim its email the claim, and the automation firings the change triggers;
+    None for a duplicate. A record the summary shows as applied (a crash lost only its
+    outputs) returns them again; one applied in part is redone.
     """
     store = lead_store
     state = store.get(key)
@@ -150,12 +132,18 @@ def score_event(
         store.put_fact(key, fact)
     store.put_summary(key, updated)
     view = store.view_at(key, partition, updated, config, now)
-    change = lead_change("upsert", view, applied.rows, epoch=settings.app_version)
+    changes = _changes(view, applied.rows)
     cause = Cause(decoded.event_id, decoded.timestamp, decoded.event_type)
     firings = candidates(
         project, state if isinstance(state, LeadSummary) else None, view, now, cause
     )
-    return change, claim, firings
+    return changes, claim, firings
+
+
+def _changes(view: LeadView, rows: Iterable[HistoryRow]) -> list[bytes]:
+    return lead_changes(
+        "upsert", view, rows, epoch=settings.app_version, max_bytes=settings.max_message_bytes
+    )
 
 
 def _claim(decoded: Event, lead: LeadSummary, email: str, logged_at: int) -> dict[str, Any]:
@@ -181,18 +169,18 @@ def _outputs_again(
     now: int,
     state: LeadSummary,
     logged_at: int,
-) -> tuple[bytes, dict[str, Any] | None, list[FiringRecord]]:
+) -> tuple[list[bytes], dict[str, Any] | None, list[FiringRecord]]:
     """The LeadChange (rows from the event on) and claim an applied record emitted. Its
     firings, if any, were produced before the crash or are lost with the state before
     (ADR 0019): a redo never fires twice."""
     rows = history_rows(key, partition, decoded.timestamp, decoded.event_id, project)
     view = lead_store.view_at(key, partition, state, project.scoring, now)
-    change = lead_change("upsert", view, rows, epoch=settings.app_version)
+    changes = _changes(view, rows)
     claim = None
     email = normalize_email((decoded.properties or {}).get("email"))
     if decoded.event_type == "identify" and email and state.pending_email == email:
         claim = _claim(decoded, state, email, logged_at)
-    return change, claim, []
+    return changes, claim, []
 
 
 @app.agent(scoring_source)
@@ -201,19 +189,14 @@ async def scoring_agent(stream: StreamT[bytes]) -> None:
     await directory.wait_loaded()
     async for event in stream.events():
         message = event.message
-        try:
-            await _process(message, event.value)
-        except Exception as exc:  # a record must never stop its partition
-            log.exception(
-                "scoring failed for %s:%s@%s", message.topic, message.partition, message.offset
-            )
-            await dead_letter(message, f"internal error: {exc!r}")
+        # a record must never stop its partition, nor be skipped over a temporary fault
+        await isolate("scoring", message, partial(_process, message, event.value))
 
 
 async def _process(message: Any, value: bytes) -> None:
     try:
         body = orjson.loads(value)
-    except orjson.JSONDecodeError as exc:
+    except (orjson.JSONDecodeError, TypeError) as exc:  # TypeError: no value (a tombstone)
         await dead_letter(message, f"invalid JSON: {exc}")
         return
     logged_at = round(message.timestamp * 1000) * 1000  # the record's Kafka timestamp, in µs
@@ -228,6 +211,9 @@ async def _process(message: Any, value: bytes) -> None:
             await forward_event(key, decoded.to_wire(), logged_at)
             return
     else:  # lead-commands: the record key names the lead it is for
+        if not isinstance(body, dict):
+            await dead_letter(message, "invalid lead command: not a JSON object")
+            return
         if not is_current(body):
             return  # from an earlier epoch: a replay re-derives it from the events topic
         if body.get("command") != "event":
@@ -254,8 +240,10 @@ async def _process(message: Any, value: bytes) -> None:
     source = (0 if message.topic == EVENTS_TOPIC else COMMANDS_SOURCE, message.offset)
     result = score_event(decoded, project, key, message.partition, now_us(), source, logged_at)
     if result is not None:
-        change, claim, firings = result
-        await lead_changes_topic.send(key=key, value=change)
+        changes, claim, firings = result
+        faults.inject("produce")  # tests: a produce timeout after the tables were written
+        for change in changes:
+            await lead_changes_topic.send(key=key, value=change)
         await send_firings(firings)
         if claim is not None:
             await send_claim(decoded.project_id, claim["email"], claim)
