@@ -233,6 +233,7 @@ async def test_a_failing_destination_is_paused_by_its_breaker_and_nothing_is_dro
         **fast_delivery_env(smtp.port),
         "LEADSCORE_BREAKER_FAILURES": "2",
         "LEADSCORE_BREAKER_COOLDOWN": "3600",  # stays open for the whole test
+        "LEADSCORE_DELIVERY_PER_DESTINATION": "1",  # one at a time: failures in a known order
     }
     worker = await start_worker(Deployment.on(stack, **env), tmp_path, "breaker")
     down, up = Receiver(), Receiver()
