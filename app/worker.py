@@ -18,6 +18,7 @@ else:
         "agents.scoring",
         "agents.identity",
         "agents.sweep",
+        "agents.firing",
         "web.security",
         "web.events",
         "web.aliases",
@@ -29,6 +30,7 @@ else:
         "web.auth",
         "web.audit",
         "web.admin",
+        "web.automations",
     ]
     if settings.sink_enabled:
         _MODULES.append("agents.sink")
