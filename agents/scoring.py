@@ -18,6 +18,7 @@ from agents.lead_commands import (
     mark_applied,
 )
 from agents.outbox import forward_event, is_current, send_claim
+from app import metrics
 from app.clock import now_us
 from app.partitioning import partition_for
 from app.records import ProjectRecord, lead_change
@@ -44,6 +45,7 @@ EVENTS_TOPIC = settings.topic("events")
 async def dead_letter(message: Any, reason: str, errors: list[FieldError] | None = None) -> None:
     """Park a record that cannot be scored, with why, so nothing is lost and the worker goes on."""
     value = message.value
+    metrics.dead_letter(reason)
     await dead_letter_topic.send(
         key=message.key,
         value=orjson.dumps(
@@ -192,8 +194,10 @@ async def scoring_agent(stream: StreamT[bytes]) -> None:
     await directory.wait_loaded()
     async for event in stream.events():
         message = event.message
+        metrics.event_consumed("events" if message.topic == EVENTS_TOPIC else "lead-commands")
         try:
-            await _process(message, event.value)
+            with metrics.processing_time().time():
+                await _process(message, event.value)
         except Exception as exc:  # a record must never stop its partition
             log.exception(
                 "scoring failed for %s:%s@%s", message.topic, message.partition, message.offset
@@ -244,6 +248,7 @@ async def _process(message: Any, value: bytes) -> None:
         return
     source = (0 if message.topic == EVENTS_TOPIC else COMMANDS_SOURCE, message.offset)
     result = score_event(decoded, project, key, message.partition, now_us(), source, logged_at)
+    metrics.event_scored("duplicate" if result is None else "scored")
     if result is not None:
         change, claim = result
         await lead_changes_topic.send(key=key, value=change)

@@ -8,6 +8,7 @@ past a batch still in flight. Writes are idempotent, so a retry after a partial 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -18,6 +19,7 @@ from pymongo.errors import BulkWriteError
 from tenacity import AsyncRetrying, before_sleep_log, retry_if_exception_type, wait_exponential
 
 from agents.materialize import DUPLICATE_KEY, LeadUpsert, MaterializationPlan, plan_writes
+from app import metrics
 from app.records import VERSION_EPOCH_BITS
 from app.settings import settings
 from app.topology import app, lead_changes_topic, mongo
@@ -97,7 +99,7 @@ async def write_changes(changes: Sequence[dict[str, Any]]) -> None:
     async for attempt in AsyncRetrying(
         wait=wait_exponential(multiplier=0.2, max=10),
         retry=retry_if_exception_type(Exception),
-        before_sleep=before_sleep_log(log, logging.WARNING),
+        before_sleep=_count_and_log,
         reraise=True,
     ):
         with attempt:
@@ -107,6 +109,14 @@ async def write_changes(changes: Sequence[dict[str, Any]]) -> None:
             await _bulk(mongo.db.score_history, plan.history_removals)
 
 
+_log_retry = before_sleep_log(log, logging.WARNING)
+
+
+def _count_and_log(retry_state: Any) -> None:
+    metrics.mongo_error("sink")
+    _log_retry(retry_state)
+
+
 @app.agent(lead_changes_topic, concurrency=1)
 async def sink_agent(stream: StreamT[bytes]) -> None:
     async for batch in stream.take(settings.sink_batch_size, within=settings.sink_batch_seconds):
@@ -114,4 +124,6 @@ async def sink_agent(stream: StreamT[bytes]) -> None:
         # changes of an earlier epoch (before a replay) are superseded by the rebuild's
         current = [c for c in changes if c["lead"]["version"] >> VERSION_EPOCH_BITS >= EPOCH]
         if current:
+            started = time.perf_counter()
             await write_changes(current)
+            metrics.sink_batch(len(current), time.perf_counter() - started)

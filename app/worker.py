@@ -10,9 +10,9 @@ from app.topology import app
 __all__ = ["app", "modules"]
 
 if settings.role == "ingest":  # HTTP ingest only: produces events, consumes nothing
-    _MODULES = ["web.security", "web.events", "web.aliases", "web.health"]
+    _MODULES = ["web.security", "web.events", "web.aliases", "web.health", "web.metrics"]
 elif settings.role == "sink":  # lead-changes -> MongoDB, in a consumer group of its own
-    _MODULES = ["web.security", "agents.sink", "web.health"]
+    _MODULES = ["web.security", "agents.sink", "web.health", "web.metrics"]
 else:
     _MODULES = [
         "agents.scoring",
@@ -29,6 +29,7 @@ else:
         "web.auth",
         "web.audit",
         "web.admin",
+        "web.metrics",
     ]
     if settings.sink_enabled:
         _MODULES.append("agents.sink")

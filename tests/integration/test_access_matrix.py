@@ -73,6 +73,7 @@ class Row:
 
 ROWS: dict[tuple[str, str], Row] = {
     ("GET", "/api/health"): Row("public", 200),
+    ("GET", "/metrics"): Row("public", 200),
     ("POST", "/api/auth/login"): Row("public", 422, {"email": NOBODY}),
     ("POST", "/api/projects"): Row("deployment", 422, {"name": ""}),
     ("POST", "/api/users"): Row("deployment", 422, {"email": "not-an-email"}),
