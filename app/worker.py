@@ -18,6 +18,7 @@ else:
         "agents.scoring",
         "agents.identity",
         "agents.sweep",
+        "agents.dead_letters",
         "web.security",
         "web.events",
         "web.aliases",
@@ -30,6 +31,7 @@ else:
         "web.audit",
         "web.admin",
         "web.metrics",
+        "web.dead_letters",
     ]
     if settings.sink_enabled:
         _MODULES.append("agents.sink")

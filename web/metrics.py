@@ -72,8 +72,10 @@ def _consumer_lag() -> Iterator[tuple[str, int, int]]:
             continue  # nothing fetched from it yet
         # Faust keeps None for "nothing committed" and for a committed 0: both mean the start
         committed = consumer._committed_offset.get(tp) or 0
-        yield metrics.short_topic(tp.topic, settings.topic_prefix), tp.partition, max(
-            0, high - committed
+        yield (
+            metrics.short_topic(tp.topic, settings.topic_prefix),
+            tp.partition,
+            max(0, high - committed),
         )
 
 

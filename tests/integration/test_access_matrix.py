@@ -111,8 +111,18 @@ ROWS: dict[tuple[str, str], Row] = {
     ("PUT", "/api/members/{email}"): Row("admin", 422, {"role": "emperor"}),
     ("DELETE", "/api/members/{email}"): Row("admin", 404),
     ("GET", "/api/audit-log"): Row("admin", 200),
+    ("GET", "/api/dead-letters"): Row("admin", 200),
+    ("GET", "/api/dead-letters/{dl_id}"): Row("admin", 404),
+    ("POST", "/api/dead-letters/redrive"): Row("admin", 422, {"reason": ""}),
+    ("POST", "/api/dead-letters/purge"): Row("admin", 422, {"reason": ""}),
 }
-PATH_VALUES = {"lead_id": LEAD, "event_type": "no_such_rule", "key_id": NO_KEY, "email": NOBODY}
+PATH_VALUES = {
+    "dl_id": "events-0-0",
+    "lead_id": LEAD,
+    "event_type": "no_such_rule",
+    "key_id": NO_KEY,
+    "email": NOBODY,
+}
 
 _ROUTES_SCRIPT = """
 import json
