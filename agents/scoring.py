@@ -46,6 +46,14 @@ async def dead_letter(message: Any, reason: str, errors: list[FieldError] | None
     """Park a record that cannot be scored, with why, so nothing is lost and the worker goes on."""
     value = message.value
     metrics.dead_letter(reason)
+    log.warning(
+        "dead-lettered %s:%s@%s: %s",
+        message.topic,
+        message.partition,
+        message.offset,
+        metrics.dead_letter_class(reason),
+        extra=_position(message),
+    )
     await dead_letter_topic.send(
         key=message.key,
         value=orjson.dumps(
@@ -61,6 +69,11 @@ async def dead_letter(message: Any, reason: str, errors: list[FieldError] | None
             }
         ),
     )
+
+
+def _position(message: Any) -> dict[str, Any]:
+    """The fields a processing log line carries (JSON logs): where the record is."""
+    return {"topic": message.topic, "partition": message.partition, "offset": message.offset}
 
 
 async def _decode(message: Any, data: Any) -> tuple[Event, ProjectRecord] | None:
@@ -200,7 +213,11 @@ async def scoring_agent(stream: StreamT[bytes]) -> None:
                 await _process(message, event.value)
         except Exception as exc:  # a record must never stop its partition
             log.exception(
-                "scoring failed for %s:%s@%s", message.topic, message.partition, message.offset
+                "scoring failed for %s:%s@%s",
+                message.topic,
+                message.partition,
+                message.offset,
+                extra=_position(message),
             )
             await dead_letter(message, f"internal error: {exc!r}")
 

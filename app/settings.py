@@ -90,6 +90,9 @@ class Settings:
     key_usage_flush: float = 10.0
     """LEADSCORE_KEY_USAGE_FLUSH: seconds between writes of keys' "last used" times (batched,
     never a write per request)."""
+    log_format: str = "text"
+    """LEADSCORE_LOG_FORMAT: `text` (Faust's coloured lines) or `json` (one JSON object per line,
+    with the request id of the HTTP request a line belongs to; app/logs.py)."""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -128,6 +131,9 @@ class Settings:
             login_window=float(_env("LEADSCORE_LOGIN_WINDOW", "900")),
             max_keys_per_project=int(_env("LEADSCORE_MAX_KEYS", "50")),
             key_usage_flush=float(_env("LEADSCORE_KEY_USAGE_FLUSH", "10")),
+            log_format=_choice(
+                "LEADSCORE_LOG_FORMAT", _env("LEADSCORE_LOG_FORMAT", "text"), LOG_FORMATS
+            ),
         )
 
     @property
@@ -149,6 +155,13 @@ class Settings:
 
 
 ROLES = ("worker", "ingest", "sink")
+LOG_FORMATS = ("text", "json")
+
+
+def _choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
+    return value
 
 
 def _role(value: str) -> str:

@@ -10,9 +10,16 @@ from app.topology import app
 __all__ = ["app", "modules"]
 
 if settings.role == "ingest":  # HTTP ingest only: produces events, consumes nothing
-    _MODULES = ["web.security", "web.events", "web.aliases", "web.health", "web.metrics"]
+    _MODULES = [
+        "web.security",
+        "web.events",
+        "web.aliases",
+        "web.health",
+        "web.metrics",
+        "web.request_ids",
+    ]
 elif settings.role == "sink":  # lead-changes -> MongoDB, in a consumer group of its own
-    _MODULES = ["web.security", "agents.sink", "web.health", "web.metrics"]
+    _MODULES = ["web.security", "agents.sink", "web.health", "web.metrics", "web.request_ids"]
 else:
     _MODULES = [
         "agents.scoring",
@@ -31,6 +38,7 @@ else:
         "web.audit",
         "web.admin",
         "web.metrics",
+        "web.request_ids",
         "web.dead_letters",
     ]
     if settings.sink_enabled:
