@@ -40,6 +40,7 @@ else:
         "web.metrics",
         "web.request_ids",
         "web.dead_letters",
+        "web.data_rights",
     ]
     if settings.sink_enabled:
         _MODULES.append("agents.sink")

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import aiohttp
 from faust.web import Request, Response
 from yarl import URL
 
+from app.access import Permission
 from app.clock import now_us
 from app.partitioning import partition_for
 from app.records import ProjectRecord, lead_json
@@ -87,8 +88,10 @@ class _FoundLead:
 class _OwnedLeadView(ApiView):
     """A view of one lead, answered by the worker that owns it (following aliases)."""
 
+    need: ClassVar[Permission] = "read"  # the export (web/data_rights.py) needs admin
+
     async def _lead(self, request: Request, lead_id: str) -> _FoundLead | Response:
-        project = await self.project(request, need="read")
+        project = await self.project(request, need=self.need)
         requested = request.query.get("requestedKey", lead_id)
         key = f"{project.projectId}:{lead_id}".encode()
         routed = await _route_to_owner(self, request, key)
