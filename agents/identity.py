@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 from faust.types import StreamT
 
+from agents.erasure import released
 from agents.outbox import is_current, send_command
 from app.faust_app import app
 from app.settings import settings
@@ -41,6 +42,8 @@ async def identity_agent(stream: StreamT[bytes]) -> None:
         claim = orjson.loads(event.value)
         if not is_current(claim):
             continue  # from an earlier epoch: the replay re-sends it
+        if released(claim, event.message.key, email_owners):
+            continue  # its owner was erased (agents/erasure.py)
         pid: str = claim["projectId"]
         claimant: str = claim["claimant"]
         held = email_owners.get(event.message.key)

@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 from faust.types import StreamT
 
+from agents.erasure import erasures, handle_erase
 from agents.lead_commands import (
     COMMANDS_SOURCE,
     Command,
@@ -205,6 +206,7 @@ def _outputs_again(
 async def scoring_agent(stream: StreamT[bytes]) -> None:
     """Thin: decode, route to the owning partition, then score or run a lead command."""
     await directory.wait_loaded()
+    await erasures.wait_loaded()  # before any event: erased keys' events are dropped
     async for event in stream.events():
         message = event.message
         metrics.event_consumed("events" if message.topic == EVENTS_TOPIC else "lead-commands")
@@ -242,6 +244,9 @@ async def _process(message: Any, value: bytes) -> None:
     else:  # lead-commands: the record key names the lead it is for
         if not is_current(body):
             return  # from an earlier epoch: a replay re-derives it from the events topic
+        if body.get("command") == "erase":
+            await handle_erase(message.key, body, message.partition)
+            return
         if body.get("command") != "event":
             owner = directory.get(body.get("projectId", ""))
             if owner is None:
@@ -257,6 +262,9 @@ async def _process(message: Any, value: bytes) -> None:
         decoded, project = decoded_project
         key = message.key
         logged_at = int(body.get("loggedAt", logged_at))  # the original record's
+    if erasures.drops(decoded.project_id, key.decode().split(":", 1)[1], logged_at):
+        metrics.event_scored("erased")  # logged before its key's erasure (ADR 0020)
+        return
     state = lead_store.get(key)
     if isinstance(state, Alias):
         await forward_event(

@@ -18,6 +18,7 @@ from faust.types import StreamT
 from pymongo.errors import BulkWriteError
 from tenacity import AsyncRetrying, before_sleep_log, retry_if_exception_type, wait_exponential
 
+from agents.erase_writes import write_in_order
 from agents.materialize import DUPLICATE_KEY, LeadUpsert, MaterializationPlan, plan_writes
 from app import metrics
 from app.records import VERSION_EPOCH_BITS
@@ -125,5 +126,5 @@ async def sink_agent(stream: StreamT[bytes]) -> None:
         current = [c for c in changes if c["lead"]["version"] >> VERSION_EPOCH_BITS >= EPOCH]
         if current:
             started = time.perf_counter()
-            await write_changes(current)
+            await write_in_order(mongo, current, write_changes)  # erasures: ADR 0020
             metrics.sink_batch(len(current), time.perf_counter() - started)

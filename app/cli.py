@@ -156,6 +156,21 @@ def replay(to_datetime: datetime | None, force: bool) -> None:
     )
 
 
+@main.command("purge-erased")
+def purge_erased() -> None:
+    """Remove erased leads' records from the events topic (and truncate lead-commands and
+    identity-claims), then open a new epoch: stop every process first (ADR 0020)."""
+    from app.purge import purge_erased as purge
+    from app.settings import settings
+
+    report = asyncio.run(purge(settings))
+    click.echo(
+        f"{report.erased_keys} erased keys: {report.records_dropped} of {report.records_read} "
+        f"event records removed; epoch {report.new_epoch} opened. Start the workers now; "
+        "then run `leadscore clean-versions`."
+    )
+
+
 @main.command("clean-versions")
 def clean_versions() -> None:
     """Delete the changelog topics and local table dirs of epochs older than the current one."""

@@ -79,6 +79,21 @@ class LeadStore:
     def put_alias(self, key: bytes, alias: Alias) -> None:
         self.table[_SUMMARY + key] = encode_alias(alias)
 
+    def erase(self, key: bytes, partition: int) -> None:
+        """Delete every row of the lead (erasure, ADR 0020): facts and events first, the
+        summary or alias last, so a crash part-way leaves a lead a redo erases again."""
+        for kind in (_FACT, _EVENT):
+            prefix = kind + lead_prefix(key)
+            doomed = []
+            for k, _ in self._scan(partition, prefix):
+                if not k.startswith(prefix):
+                    break
+                doomed.append(k)
+            for k in doomed:
+                del self.table[k]
+        if self.table.get(_SUMMARY + key) is not None:
+            del self.table[_SUMMARY + key]
+
     # -- dedup -------------------------------------------------------------------------------
     def event_source(self, key: bytes, event_id: str) -> tuple[bool, Source | None]:
         """(known, the record that added it)."""

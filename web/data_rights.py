@@ -1,4 +1,4 @@
-"""Data rights of one lead (SPEC 11, issue #15): the export.
+"""Data rights of one lead (SPEC 11, issue #15): the export and the erasure.
 
 `GET /api/leads/{leadId}/export` needs the **admin** right, not read: it hands over every
 property of every event, which is more than any read route shows, and answering a person's
@@ -7,21 +7,32 @@ lead (an alias is followed to the lead it was merged into, so a merged person's 
 events of every key they used): the events come from that worker's table — the one complete
 copy of what leadscore derived from the log — and the document, history rows and automation
 firings from MongoDB.
+
+`DELETE /api/leads/{leadId}` (admin right) erases the lead with that key, its aliases and its
+anonymous ids (agents/erasure.py, ADR 0020) and answers 202 at once: the erasure record is
+written before the answer, the owning worker deletes the lead within moments. Any key is
+accepted — erasing a key leadscore never saw still makes sure no event of it logged before now
+is ever scored — so the answer does not reveal whether the key was known.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from faust.web import Request, Response
 
+from agents.erasure import request_erasure
+from app.erasures import key_hash
 from app.records import lead_json
 from app.topology import app, mongo
+from core.events import FieldError
 from core.timeutil import format_timestamp
 from tables.leads import lead_store
+from web.base import ApiError, ApiView, audit
 from web.leads import _FoundLead, _lead_doc, _OwnedLeadView
 
-__all__ = ["ExportView"]
+__all__ = ["EraseView", "ExportView"]
 
 
 def _events(found: _FoundLead) -> list[dict[str, Any]]:
@@ -81,3 +92,19 @@ class ExportView(_OwnedLeadView):
                 "automationFirings": firings,
             },
         )
+
+
+@app.page("/api/leads/{lead_id}")
+class EraseView(ApiView):
+    async def delete(self, request: Request, lead_id: str) -> Response:
+        caller = await self.authorize(request, "admin")
+        if not 1 <= len(lead_id) <= 128:
+            raise ApiError(422, "invalid lead id", [FieldError("leadId", "1-128 characters")])
+        pid = caller.project_id or ""
+        # the wall clock, not LEADSCORE_NOW: it is compared with Kafka record timestamps
+        erased_at = time.time_ns() // 1_000
+        await request_erasure(pid, lead_id, erased_at, caller.actor)
+        digest = key_hash(pid, lead_id)
+        after = {"keyHash": digest, "erasedAt": format_timestamp(erased_at)}
+        await audit(caller, "lead.erase", digest, None, after)
+        return self.reply({"status": "accepted", **after}, status=202)

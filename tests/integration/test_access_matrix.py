@@ -97,6 +97,7 @@ ROWS: dict[tuple[str, str], Row] = {
     ("GET", "/api/leads/{lead_id}/timeline"): Row("read", 200, other=404),
     ("GET", "/api/leads/{lead_id}/intelligence"): Row("read", 200, other=404),
     ("GET", "/api/leads/{lead_id}/export"): Row("admin", 200, other=404),
+    ("DELETE", "/api/leads/{lead_id}"): Row("admin", 202, last=True),  # erases LEAD: last
     ("GET", "/api/leaderboard"): Row("read", 200),
     ("GET", "/api/leaderboard/by-stage"): Row("read", 200),
     ("POST", "/api/admin/rebuild/{lead_id}"): Row("admin", 202),
