@@ -37,6 +37,7 @@ else:
         "web.auth",
         "web.audit",
         "web.admin",
+        "web.system_health",
         "web.metrics",
         "web.request_ids",
         "web.dead_letters",

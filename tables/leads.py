@@ -180,11 +180,13 @@ class LeadStore:
                 yield key, state
 
     def states_of_project(
-        self, project_id: str, partition: int
+        self, project_id: str, partition: int, after: str | None = None
     ) -> Iterator[tuple[bytes, LeadSummary | Alias]]:
-        """Summaries and aliases of one project in one partition, with their lead keys."""
+        """Summaries and aliases of one project in one partition, with their lead keys, in
+        lead-key order (from the first key after `after`, when given)."""
         prefix = _SUMMARY + f"{project_id}:".encode()
-        for key, raw in self._scan(partition, prefix):
+        start = prefix if after is None else prefix + after.encode() + b"\x00"
+        for key, raw in self._scan(partition, start):
             if not key.startswith(prefix):
                 return
             yield key[1:], decode_lead(raw)

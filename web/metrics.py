@@ -22,7 +22,7 @@ from app.settings import settings
 from app.topology import app
 from web.base import ApiView
 
-__all__ = ["MetricsView", "route_template"]
+__all__ = ["MetricsView", "consumer_lag", "route_template"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -53,7 +53,7 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
         )
 
 
-def _consumer_lag() -> Iterator[tuple[str, int, int]]:
+def consumer_lag() -> Iterator[tuple[str, int, int]]:
     """(topic, partition, lag) of every partition of our own topics this process consumes."""
     try:
         consumer: Any = app.consumer
@@ -87,5 +87,5 @@ class MetricsView(ApiView):
         )
 
 
-metrics.watch_consumer_lag(_consumer_lag)
+metrics.watch_consumer_lag(consumer_lag)
 app.web.web_app.middlewares.append(metrics_middleware)  # type: ignore[attr-defined]
