@@ -10,12 +10,13 @@ WORKERS ?= 1
 BROKERS ?= 1
 
 .PHONY: install stack-up stack-down stack-status test unit lint typecheck demo run bench bench-quick clean
+.PHONY: sdk-js sdk-js-test browser-deps
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml sdk/python/pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[dev]" SecantusDB
+	$(PY) -m pip install -q -e ".[dev]" -e "./sdk/python[kafka]" SecantusDB
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -31,7 +32,7 @@ stack-status: install
 
 # The whole suite: unit tests, then integration tests against the real stack, which the test
 # session brings up through devstack and stops again at the end.
-test: install
+test: install sdk-js-test
 	$(PY) -m ruff check .
 	$(PY) -m mypy
 	$(PY) -m pytest -q -p no:cacheprovider
@@ -56,6 +57,22 @@ bench: install
 
 bench-quick: install
 	$(PY) -m bench --quick
+
+# The browser SDK: its build needs esbuild (an npm dev dependency, installed into sdk/js/node_modules);
+# the built dist is committed, and what the tests load.
+SDK_JS := sdk/js
+
+sdk-js:
+	cd $(SDK_JS) && npm ci --no-audit --no-fund --loglevel=error && node scripts/build.mjs
+
+sdk-js-test:
+	node --test $(SDK_JS)/test/
+	cd $(SDK_JS) && npm ci --no-audit --no-fund --loglevel=error && node scripts/build.mjs --check
+
+# Chromium and its WebDriver for the browser tests (tests/browser installs them too when missing).
+browser-deps:
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; }
 
 clean:
 	rm -rf .local/run .local/worker-* *.egg-info .pytest_cache .mypy_cache .ruff_cache

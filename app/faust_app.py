@@ -34,9 +34,14 @@ app = faust.App(
     web_host=settings.web_host,
     web_bind="127.0.0.1" if settings.web_host in ("127.0.0.1", "localhost") else "0.0.0.0",
     web_tables_enabled=False,
-    # above the API's own 1 MiB limit, so oversize bodies get the JSON 413 of web.base
-    web_application_options={"client_max_size": 8 * 1024 * 1024},
+    # the API's own limit (web.base.MAX_REQUEST_BYTES): a chunked body without Content-Length
+    # stops being read there, and web.base answers the JSON 413
+    web_application_options={"client_max_size": 1024 * 1024},
     producer_acks=-1,
+    # how long a record may wait for the broker before its send fails (Faust's default, 20
+    # minutes, kept ingest requests hanging while Kafka was down; they now also give up after
+    # LEADSCORE_PRODUCE_TIMEOUT with a 503). Kafka's own clients default to 120 s as well.
+    producer_request_timeout=120.0,
     producer_linger_ms=5,
     producer_max_batch_size=256 * 1024,
     stream_buffer_maxsize=16_384,

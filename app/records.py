@@ -7,7 +7,7 @@ from functools import cached_property
 from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from app.access import SCOPES, KeyRecord
 from app.origins import Origin
@@ -17,6 +17,7 @@ from core.timeutil import format_timestamp
 
 __all__ = [
     "LEAD_CHANGE_SCHEMA",
+    "MAX_RULE_POINTS",
     "ProjectRecord",
     "ProjectSettings",
     "RuleModel",
@@ -30,21 +31,37 @@ __all__ = [
 LEAD_CHANGE_SCHEMA = 1
 
 
+# Settings and rules are storable by construction (SPEC 12): strict types (a string is never
+# read as a number, so "inf" cannot sneak in — issue 10 finding 1), finite numbers in sane
+# ranges, and the thresholds' order checked by the model itself, so that every record that
+# reaches the projects topic parses again in every process.
+_STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+MAX_RULE_POINTS = 1_000_000
+"""Rule points are bounded far inside 64 bits: a score is a float64 sum of them."""
+MAX_THRESHOLD = 1e12
+
+
 class RuleModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    points: int = Field(ge=-1_000_000, le=1_000_000)
+    model_config = _STRICT
+    points: int = Field(ge=-MAX_RULE_POINTS, le=MAX_RULE_POINTS)
     active: bool = True
 
 
 class StageThresholdsModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    qualified: float = 100.0
-    hot: float = 60.0
-    warm: float = 30.0
+    model_config = _STRICT
+    qualified: float = Field(default=100.0, ge=0.0, le=MAX_THRESHOLD)
+    hot: float = Field(default=60.0, ge=0.0, le=MAX_THRESHOLD)
+    warm: float = Field(default=30.0, ge=0.0, le=MAX_THRESHOLD)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> StageThresholdsModel:
+        if not self.qualified > self.hot > self.warm >= 0:
+            raise ValueError("need qualified > hot > warm >= 0")
+        return self
 
 
 class ProjectSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = _STRICT
     graceDays: int = Field(default=7, ge=0, le=3650)
     dailyRate: float = Field(default=0.05, ge=0.0, le=1.0)
     stageThresholds: StageThresholdsModel = Field(default_factory=StageThresholdsModel)
@@ -106,7 +123,17 @@ class ProjectRecord(BaseModel):
         )
 
     def to_wire(self) -> bytes:
-        return orjson.dumps(self.model_dump(mode="json"))
+        """The record on the projects topic, checked to parse back to itself: a record that
+        does not would stop every process tailing the compacted topic, for ever."""
+        wire = orjson.dumps(self.model_dump(mode="json"))
+        try:
+            same = ProjectRecord.model_validate(orjson.loads(wire)) == self
+        except ValidationError as exc:
+            message = f"project {self.projectId} does not survive its wire format: {exc}"
+            raise ValueError(message) from exc
+        if not same:
+            raise ValueError(f"project {self.projectId} does not survive its wire format")
+        return wire
 
     def to_mongo(self) -> dict[str, Any]:
         """As stored: rules as a list, since event types may contain `.` (a path in MongoDB)."""

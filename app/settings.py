@@ -64,6 +64,15 @@ class Settings:
     (only the ingest endpoints and health: no consumer of leadscore's topics, no tables;
     `leadscore ingest`) or `sink` (only the MongoDB sink and health, in a consumer group of its
     own; `leadscore sink`, next to workers run with LEADSCORE_SINK=off)."""
+    max_rules: int = 500
+    """LEADSCORE_MAX_RULES: most scoring rules per project. Every change republishes the whole
+    project record, which must stay far below the broker's message limit (about 1 MB)."""
+    produce_timeout: float = 5.0
+    """LEADSCORE_PRODUCE_TIMEOUT: seconds an ingest request waits for Kafka to acknowledge its
+    events before answering 503 with Retry-After (instead of hanging while the broker is down)."""
+    admin_concurrency: int = 2
+    """LEADSCORE_ADMIN_CONCURRENCY: heavy admin requests (rescore, rebuild, system-health) one
+    process runs at once; more get 429 with Retry-After."""
 
     session_ttl: float = 12 * 3600.0
     """LEADSCORE_SESSION_TTL: seconds a login session lasts (ADR 0017)."""
@@ -134,6 +143,9 @@ class Settings:
             log_format=_choice(
                 "LEADSCORE_LOG_FORMAT", _env("LEADSCORE_LOG_FORMAT", "text"), LOG_FORMATS
             ),
+            max_rules=int(_env("LEADSCORE_MAX_RULES", "500")),
+            produce_timeout=float(_env("LEADSCORE_PRODUCE_TIMEOUT", "5")),
+            admin_concurrency=int(_env("LEADSCORE_ADMIN_CONCURRENCY", "2")),
         )
 
     @property

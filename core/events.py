@@ -1,8 +1,14 @@
-"""Validation of incoming events (SPEC 2): errors are data that name each offending field."""
+"""Validation of incoming events (SPEC 2, 12): errors are data that name each offending field.
+
+One function, `validate_event`, serves every entry (the HTTP routes and the events topic), so
+what the API accepts and what the scoring agent accepts cannot drift apart; what it accepts is
+storable (`core.storable`).
+"""
 
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -10,6 +16,7 @@ from typing import Any
 import orjson
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from core.storable import FieldError, check_text, check_timestamp_range, check_value
 from core.timeutil import US_PER_SECOND, format_timestamp, parse_timestamp
 
 __all__ = [
@@ -17,26 +24,20 @@ __all__ = [
     "EVENT_TYPE_RE",
     "MAX_FUTURE_US",
     "MAX_PROPERTIES_BYTES",
+    "MAX_TIMESTAMP_CHARS",
     "Event",
     "EventInput",
     "FieldError",
     "InvalidEvent",
+    "idempotent_event_id",
     "validate_event",
 ]
 
 MAX_PROPERTIES_BYTES = 16 * 1024
+MAX_TIMESTAMP_CHARS = 64
 MAX_FUTURE_US = 5 * 60 * US_PER_SECOND
 EVENT_TYPE_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
 EVENT_TYPE_RE = re.compile(EVENT_TYPE_PATTERN)
-
-
-@dataclass(frozen=True, slots=True)
-class FieldError:
-    field: str
-    message: str
-
-    def as_json(self) -> dict[str, str]:
-        return {"field": self.field, "message": self.message}
 
 
 class InvalidEvent(ValueError):
@@ -85,15 +86,23 @@ class Event:
 class EventInput(BaseModel):
     """The JSON shape accepted by the API and on the topic; checks that need context come later."""
 
-    model_config = ConfigDict(extra="ignore", str_strip_whitespace=False)
+    # strict: no lax coercion (a number is never a string, "1" never a number)
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=False, strict=True)
 
     eventId: str | None = Field(default=None, min_length=1, max_length=128)
     eventType: str = Field(validation_alias=AliasChoices("eventType", "event"))
     leadId: str | None = Field(default=None, min_length=1, max_length=128)
     anonymousId: str | None = Field(default=None, min_length=1, max_length=128)
-    timestamp: str | None = None
+    timestamp: str | None = Field(default=None, max_length=MAX_TIMESTAMP_CHARS)
     properties: dict[str, Any] | None = None
     projectId: str | None = Field(default=None, min_length=1, max_length=128)
+
+    @field_validator("eventId", "leadId", "anonymousId", "projectId")
+    @classmethod
+    def _utf8(cls, value: str | None) -> str | None:
+        if value is not None and check_text(value, "") is not None:
+            raise ValueError("must be valid UTF-8 (no lone surrogates)")
+        return value
 
     @field_validator("eventType")
     @classmethod
@@ -108,10 +117,28 @@ class EventInput(BaseModel):
         if value is None:
             return None
         try:
-            parse_timestamp(value)
-        except ValueError as exc:
+            us = parse_timestamp(value)
+        except (ValueError, OverflowError) as exc:
             raise ValueError(f"must be ISO-8601 with a UTC offset ({exc})") from None
+        out_of_range = check_timestamp_range(us, "timestamp")
+        if out_of_range is not None:
+            raise ValueError(out_of_range.message)
         return value
+
+
+_IDEMPOTENCY_NAMESPACE = uuid.UUID("5d1c7f0e-58a4-4c43-9a55-6b3c0d1e2f10")
+
+
+def idempotent_event_id(project_id: str, idempotency_key: str, index: int | None = None) -> str:
+    """The eventId of an event sent without one under an `Idempotency-Key` (issue 10 finding 8).
+
+    A name-based UUID (v5) of project, key and (in a batch) the event's index: a retry with the
+    same key gets the same eventId on any process, after any restart, with no shared store —
+    and the lead's own deduplication (SPEC 3) then counts the event once.
+    """
+    # a JSON array, not a joined string: no two (project, key, index) share a name
+    name = orjson.dumps([project_id, idempotency_key, index]).decode()
+    return str(uuid.uuid5(_IDEMPOTENCY_NAMESPACE, name))
 
 
 def _pydantic_errors(exc: ValidationError) -> list[FieldError]:
@@ -165,11 +192,13 @@ def validate_event(
         errors.append(FieldError("timestamp", "is required"))
     elif timestamp - now > MAX_FUTURE_US:
         errors.append(FieldError("timestamp", "is more than 5 minutes in the future"))
-    if (
-        parsed.properties is not None
-        and len(orjson.dumps(parsed.properties)) > MAX_PROPERTIES_BYTES
-    ):
-        errors.append(FieldError("properties", "must be at most 16 KiB serialized"))
+    elif (range_error := check_timestamp_range(timestamp, "timestamp")) is not None:
+        errors.append(range_error)  # a Kafka record timestamp standing in for an absent one
+    if parsed.properties is not None:
+        unstorable = check_value(parsed.properties, "properties")
+        errors += unstorable
+        if not unstorable and len(orjson.dumps(parsed.properties)) > MAX_PROPERTIES_BYTES:
+            errors.append(FieldError("properties", "must be at most 16 KiB serialized"))
     if errors:
         raise InvalidEvent(errors)
     assert pid is not None and event_id is not None and timestamp is not None

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import heapq
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from faust.web import Request, Response
@@ -13,18 +15,46 @@ from app.settings import settings
 from app.topology import app
 from core.lead import LeadSummary
 from tables.leads import lead_store, leads_table
-from web.base import ApiView, query_int
+from web.base import ApiError, ApiView, path_param, query_int, query_str
 from web.metrics import consumer_lag
 
-__all__ = ["RebuildView", "RescoreView", "TableLeadsView"]
+__all__ = ["HeavyRouteGate", "RebuildView", "RescoreView", "TableLeadsView", "heavy"]
+BUSY_RETRY_AFTER_SECONDS = 2
+
+
+class HeavyRouteGate:
+    """At most `slots` heavy admin requests in flight in this process; the next one is told to
+    come back (429 + Retry-After) instead of queueing, so a burst of cheap requests cannot make
+    a worker rescan whole projects many times over (issue 10 finding 7)."""
+
+    def __init__(self, slots: int) -> None:
+        self._free = max(1, slots)
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        if self._free <= 0:  # one event loop per process: no lock needed
+            raise ApiError(
+                429,
+                "too many admin requests in progress on this worker; retry",
+                retry_after=BUSY_RETRY_AFTER_SECONDS,
+            )
+        self._free -= 1
+        try:
+            yield
+        finally:
+            self._free += 1
+
+
+heavy = HeavyRouteGate(settings.admin_concurrency)
 
 
 @app.page("/api/admin/rebuild/{lead_id}")
 class RebuildView(ApiView):
     async def post(self, request: Request, lead_id: str) -> Response:
         project = await self.project(request, need="admin")
-        key = f"{project.projectId}:{lead_id}".encode()
-        await send_command(key, {"command": "rebuild", "projectId": project.projectId})
+        key = f"{project.projectId}:{path_param(lead_id, 'leadId')}".encode()
+        with heavy.slot():
+            await send_command(key, {"command": "rebuild", "projectId": project.projectId})
         return self.reply({"status": "queued", "leadId": lead_id}, status=202)
 
 
@@ -35,8 +65,9 @@ class RescoreView(ApiView):
     async def post(self, request: Request) -> Response:
         project = await self.project(request, need="admin")
         body = {"command": "rescore-project", "projectId": project.projectId}
-        for partition in range(settings.partitions):
-            await send_command(f"{project.projectId}:*".encode(), body, partition=partition)
+        with heavy.slot():
+            for partition in range(settings.partitions):
+                await send_command(f"{project.projectId}:*".encode(), body, partition=partition)
         return self.reply(
             {"status": "queued", "projectId": project.projectId, "partitions": settings.partitions},
             status=202,
@@ -60,9 +91,8 @@ class TableLeadsView(ApiView):
         )
         if request.query.get("limit") is not None:
             limit = query_int(request, "limit", 1000, 1, 10_000)
-            return self.reply(
-                _page(project.projectId, partitions, request.query.get("after"), limit)
-            )
+            after = query_str(request, "after")
+            return self.reply(_page(project.projectId, partitions, after, limit))
         leads: dict[str, Any] = {}
         aliases: dict[str, str] = {}
         for partition in partitions:

@@ -13,8 +13,10 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
+import aiohttp
 import orjson
 from aiohttp import web_exceptions
+from aiokafka.errors import KafkaError
 from faust.web import Request, Response, View
 from pymongo.errors import PyMongoError
 
@@ -33,16 +35,23 @@ from app.records import ProjectRecord
 from app.settings import settings
 from app.topology import audit_log, directory, key_usage, mongo, projects_topic, users
 from core.events import FieldError
+from core.storable import is_utf8
 
 __all__ = [
     "CALLER",
     "CORS_ORIGIN",
+    "MAX_PATH_PARAM_CHARS",
+    "MAX_QUERY_CHARS",
+    "MAX_REQUEST_BYTES",
     "RATELIMIT_HEADERS",
     "SESSION_COOKIE",
     "ApiError",
     "ApiView",
     "audit",
+    "path_param",
     "project_of",
+    "query_int",
+    "query_str",
     "registry",
 ]
 
@@ -52,6 +61,13 @@ CORS_ORIGIN = "leadscore.cors_origin"  # request key: an Origin this response ma
 RATELIMIT_HEADERS = "leadscore.ratelimit"  # request key: RateLimit-* headers for the response
 _KEY_PREFIXES = ("lss_", "lsp_", LEGACY_KEY_PREFIX)
 rate_limits = RateLimits(settings.rate_limit, settings.rate_limit_publishable)
+
+MAX_REQUEST_BYTES = 1024 * 1024
+"""The largest body any route takes (a batch): anything declaring more is refused with 413
+before authentication, before a byte of it is read."""
+DEPENDENCY_RETRY_AFTER_SECONDS = 5
+MAX_QUERY_CHARS = 2048
+MAX_PATH_PARAM_CHARS = 128
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +82,13 @@ class ApiError(Exception):
         fields: Sequence[FieldError] = (),
         extra: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
+        retry_after: int | None = None,
     ) -> None:
         super().__init__(error)
         self.status = status
         self.headers = dict(headers or {})
+        if retry_after is not None:
+            self.headers["Retry-After"] = str(retry_after)
         self.body: dict[str, Any] = {"error": error}
         if fields:
             self.body["fields"] = [f.as_json() for f in fields]
@@ -98,24 +117,35 @@ registry = _Registry(mongo, _publish_project)
 class ApiView(View):
     async def dispatch(self, request: Any) -> Any:
         try:
+            _check_request_size(request)
             return await super().dispatch(request)
         except ApiError as exc:
-            response = self.reply(exc.body, status=exc.status)
-            for name, value in exc.headers.items():
-                response.headers[name] = value
-            return response
+            return self.reply(exc.body, status=exc.status, headers=exc.headers)
         except PyMongoError as exc:
             metrics.mongo_error("api")
             log.warning("MongoDB unavailable on %s %s: %r", request.method, request.path, exc)
             return self.reply(
-                {"error": "MongoDB unavailable; retry", "dependency": "mongodb"}, status=503
+                {"error": "MongoDB unavailable; retry", "dependency": "mongodb"},
+                status=503,
+                headers={"Retry-After": str(DEPENDENCY_RETRY_AFTER_SECONDS)},
+            )
+        except (KafkaError, aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("dependency unavailable on %s %s: %r", request.method, request.path, exc)
+            return self.reply(
+                {"error": "a dependency (Kafka or another worker) is unavailable; retry"},
+                status=503,
+                headers={"Retry-After": str(DEPENDENCY_RETRY_AFTER_SECONDS)},
             )
         except Exception:
             log.exception("unhandled error on %s %s", request.method, request.path)
             return self.reply({"error": "internal error"}, status=500)
 
-    def reply(self, body: Any, *, status: int = 200) -> Response:
-        return self.bytes(orjson.dumps(body), content_type="application/json", status=status)
+    def reply(
+        self, body: Any, *, status: int = 200, headers: dict[str, str] | None = None
+    ) -> Response:
+        return self.bytes(
+            orjson.dumps(body), content_type="application/json", status=status, headers=headers
+        )
 
     async def json_body(self, request: Request, *, max_bytes: int) -> Any:
         if (getattr(request, "content_length", None) or 0) > max_bytes:
@@ -355,9 +385,42 @@ def _admin_caller(project_header: str | None) -> Caller:
     )
 
 
-def query_int(request: Request, name: str, default: int, lo: int, hi: int) -> int:
+def _check_request_size(request: Request) -> None:
+    """Refuse oversized requests before authentication reads a header or the body a byte."""
+    if (getattr(request, "content_length", None) or 0) > MAX_REQUEST_BYTES:
+        raise ApiError(413, f"request body larger than {MAX_REQUEST_BYTES} bytes")
+    if len(request.query_string) > MAX_QUERY_CHARS:
+        raise ApiError(
+            400, "invalid query", [FieldError("query", f"at most {MAX_QUERY_CHARS} characters")]
+        )
+
+
+def path_param(value: str, field: str) -> str:
+    """A key from the path (a lead id): 1-128 characters of valid UTF-8, as SPEC 2 allows."""
+    if not 1 <= len(value) <= MAX_PATH_PARAM_CHARS or not is_utf8(value):
+        raise ApiError(
+            400,
+            "invalid path",
+            [FieldError(field, f"must be 1-{MAX_PATH_PARAM_CHARS} characters of UTF-8")],
+        )
+    return value
+
+
+def query_str(request: Request, name: str, max_chars: int = MAX_PATH_PARAM_CHARS) -> str | None:
+    """A string query parameter, bounded and valid UTF-8; None when absent or empty."""
     raw = request.query.get(name)
-    if raw is None or raw == "":
+    if not raw:
+        return None
+    if len(raw) > max_chars or not is_utf8(raw):
+        raise ApiError(
+            400, "invalid query", [FieldError(name, f"at most {max_chars} characters of UTF-8")]
+        )
+    return raw
+
+
+def query_int(request: Request, name: str, default: int, lo: int, hi: int) -> int:
+    raw = query_str(request, name, max_chars=24)
+    if raw is None:
         return default
     try:
         value = int(raw)

@@ -26,10 +26,9 @@ from agents.erasure import request_erasure
 from app.erasures import key_hash
 from app.records import lead_json
 from app.topology import app, mongo
-from core.events import FieldError
 from core.timeutil import format_timestamp
 from tables.leads import lead_store
-from web.base import ApiError, ApiView, audit
+from web.base import ApiView, audit, path_param
 from web.leads import _FoundLead, _lead_doc, _OwnedLeadView
 
 __all__ = ["EraseView", "ExportView"]
@@ -98,8 +97,7 @@ class ExportView(_OwnedLeadView):
 class EraseView(ApiView):
     async def delete(self, request: Request, lead_id: str) -> Response:
         caller = await self.authorize(request, "admin")
-        if not 1 <= len(lead_id) <= 128:
-            raise ApiError(422, "invalid lead id", [FieldError("leadId", "1-128 characters")])
+        path_param(lead_id, "leadId")
         pid = caller.project_id or ""
         # the wall clock, not LEADSCORE_NOW: it is compared with Kafka record timestamps
         erased_at = time.time_ns() // 1_000

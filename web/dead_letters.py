@@ -18,7 +18,7 @@ from agents.dead_letters import dead_letters
 from app.dead_letters import DeadLetterStore, public
 from app.topology import app, commands_topic, events_topic
 from core.events import FieldError
-from web.base import ApiError, ApiView, audit, query_int
+from web.base import ApiError, ApiView, audit, path_param, query_int, query_str
 
 __all__ = ["DeadLetterView", "DeadLettersView", "PurgeView", "RedriveView"]
 
@@ -61,12 +61,13 @@ async def _selection(view: ApiView, request: Request) -> Selection:
 class DeadLettersView(ApiView):
     async def get(self, request: Request) -> Response:
         project = await self.project(request, need="admin")
-        status = request.query.get("status") or None
+        status = query_str(request, "status")
         if status not in (None, "open", "redriven"):
             raise ApiError(400, "invalid query", [FieldError("status", "must be open or redriven")])
         limit = query_int(request, "limit", 100, 1, 1000)
         offset = query_int(request, "offset", 0, 0, 1_000_000)
-        query = DeadLetterStore.query(project.projectId, request.query.get("reason"), status)
+        reason = query_str(request, "reason", max_chars=500)
+        query = DeadLetterStore.query(project.projectId, reason, status)
         items = await dead_letters.page(query, limit, offset)
         return self.reply({"deadLetters": items, "limit": limit, "offset": offset})
 
@@ -75,7 +76,7 @@ class DeadLettersView(ApiView):
 class DeadLetterView(ApiView):
     async def get(self, request: Request, dl_id: str) -> Response:
         project = await self.project(request, need="admin")
-        doc = await dead_letters.get(project.projectId, dl_id)
+        doc = await dead_letters.get(project.projectId, path_param(dl_id, "deadLetterId"))
         if doc is None:
             raise ApiError(404, "no such dead letter")
         return self.reply(public(doc))

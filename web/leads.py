@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -22,7 +23,7 @@ from core.scoring import VELOCITY_WINDOW_US
 from core.timeutil import format_timestamp
 from tables.codec import Alias
 from tables.leads import lead_store, leads_table
-from web.base import ApiError, ApiView, query_int
+from web.base import ApiError, ApiView, path_param, query_int, query_str
 
 __all__ = [
     "IntelligenceView",
@@ -32,6 +33,12 @@ __all__ = [
     "LeadsView",
     "TimelineView",
 ]
+
+TIMELINE_PAGE = 500
+"""Rows of a timeline page unless `limit` says otherwise; `limit` is at most TIMELINE_MAX_PAGE."""
+TIMELINE_MAX_PAGE = 1000
+MAX_OFFSET = 1_000_000
+"""Deepest `offset` of any paged route: MongoDB walks every skipped row."""
 
 STAGES = ("qualified", "hot", "warm", "cold")
 LIVE = {"merged": {"$exists": False}}  # merged-away leads stay as tombstones; never listed
@@ -92,7 +99,8 @@ class _OwnedLeadView(ApiView):
 
     async def _lead(self, request: Request, lead_id: str) -> _FoundLead | Response:
         project = await self.project(request, need=self.need)
-        requested = request.query.get("requestedKey", lead_id)
+        path_param(lead_id, "leadId")
+        requested = query_str(request, "requestedKey") or lead_id
         key = f"{project.projectId}:{lead_id}".encode()
         routed = await _route_to_owner(self, request, key)
         if routed is not None:
@@ -186,6 +194,9 @@ class TimelineView(ApiView):
     async def get(self, request: Request, lead_id: str) -> Response:
         project = await self.project(request, need="read")
         pid = project.projectId
+        path_param(lead_id, "leadId")
+        limit = query_int(request, "limit", TIMELINE_PAGE, 1, TIMELINE_MAX_PAGE)
+        offset = query_int(request, "offset", 0, 0, MAX_OFFSET)
         lead = await mongo.db.leads.find_one(
             {
                 "projectId": pid,
@@ -196,21 +207,29 @@ class TimelineView(ApiView):
         )
         if lead is None:
             raise ApiError(404, "lead not found", [FieldError("leadId", "no such lead")])
-        limit = query_int(request, "limit", 1000, 1, 10_000)
-        offset = query_int(request, "offset", 0, 0, 10_000_000)
         cursor = (
             mongo.db.score_history.find(
                 {"projectId": pid, "leadId": lead["leadId"]}, {"_id": 0, "v": 0, "projectId": 0}
             )
             .sort([("timestampUs", 1), ("eventId", 1)])
             .skip(offset)
-            .limit(limit)
+            .limit(limit + 1)  # one more than the page: whether another page follows
         )
         rows = []
         async for row in cursor:
             row["timestamp"] = format_timestamp(row.pop("timestampUs"))
             rows.append(row)
-        return self.reply({"leadId": lead["leadId"], "requestedKey": lead_id, "history": rows})
+        more = len(rows) > limit
+        return self.reply(
+            {
+                "leadId": lead["leadId"],
+                "requestedKey": lead_id,
+                "history": rows[:limit],
+                "limit": limit,
+                "offset": offset,
+                "nextOffset": offset + limit if more else None,
+            }
+        )
 
 
 @app.page("/api/leads")
@@ -218,20 +237,23 @@ class LeadsView(ApiView):
     async def get(self, request: Request) -> Response:
         project = await self.project(request, need="read")
         query: dict[str, Any] = {"projectId": project.projectId, **LIVE}
-        stage = request.query.get("stage")
+        stage = query_str(request, "stage")
         if stage:
             if stage not in STAGES:
                 raise ApiError(400, "invalid query", [FieldError("stage", f"one of {STAGES}")])
             query["leadStage"] = stage
-        min_score = request.query.get("minScore")
+        min_score = query_str(request, "minScore", max_chars=32)
         if min_score:
             try:
-                query["currentScore"] = {"$gte": float(min_score)}
+                threshold = float(min_score)
             except ValueError:
+                threshold = math.nan
+            if not math.isfinite(threshold):
                 raise ApiError(
-                    400, "invalid query", [FieldError("minScore", "must be a number")]
-                ) from None
-        sort_by = request.query.get("sort", "score")
+                    400, "invalid query", [FieldError("minScore", "must be a finite number")]
+                )
+            query["currentScore"] = {"$gte": threshold}
+        sort_by = query_str(request, "sort") or "score"
         if sort_by not in ("score", "lastActivity"):
             raise ApiError(400, "invalid query", [FieldError("sort", "score or lastActivity")])
         order = (
@@ -246,7 +268,7 @@ async def _page(
     request: Request, query: dict[str, Any], order: list[tuple[str, int]]
 ) -> dict[str, Any]:
     limit = query_int(request, "limit", 50, 1, 1000)
-    offset = query_int(request, "offset", 0, 0, 10_000_000)
+    offset = query_int(request, "offset", 0, 0, MAX_OFFSET)
     total = await mongo.db.leads.count_documents(query)
     cursor = mongo.db.leads.find(query).sort(order).skip(offset).limit(limit)
     leads = [_lead_doc(doc) async for doc in cursor]

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -145,6 +145,13 @@ class Api:
     async def request(
         self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
     ) -> tuple[int, Any]:
+        status, _, reply = await self.request_full(method, path, body, headers)
+        return status, reply
+
+    async def request_full(
+        self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, str], Any]:
+        """Like `request`, with the response headers too (Retry-After, ...)."""
         hdrs = {"X-API-Key": self.api_key} if self.api_key else {}
         hdrs.update(headers or {})
         async with self.http.request(
@@ -154,9 +161,9 @@ class Api:
             try:
                 import json
 
-                return resp.status, json.loads(text) if text else None
+                return resp.status, dict(resp.headers), json.loads(text) if text else None
             except ValueError:
-                return resp.status, text
+                return resp.status, dict(resp.headers), text
 
     async def get(self, path: str) -> tuple[int, Any]:
         return await self.request("GET", path)
@@ -508,3 +515,84 @@ async def login(api: Api, email: str, password: str) -> str:
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+@dataclass
+class RawReply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        import json
+
+        return json.loads(self.body) if self.body else None
+
+
+async def raw_http(
+    base_url: str,
+    method: bytes,
+    target: bytes,
+    headers: Sequence[tuple[bytes, bytes]] = (),
+    body: bytes = b"",
+    *,
+    content_length: int | None = None,
+    timeout: float = 30.0,
+) -> RawReply:
+    """One HTTP/1.1 request written byte for byte (any header bytes, any declared length), for
+    inputs an HTTP client library would refuse to send; the connection is closed after it."""
+    from yarl import URL
+
+    url = URL(base_url)
+    length = len(body) if content_length is None else content_length
+    head = [method + b" " + target + b" HTTP/1.1", b"Host: " + (url.host or "").encode()]
+    head += [name + b": " + value for name, value in headers]
+    head += [b"Content-Length: " + str(length).encode(), b"Connection: close"]
+    reader, writer = await asyncio.wait_for(
+        asyncio.open_connection(url.host, url.port), timeout
+    )
+    try:
+        writer.write(b"\r\n".join(head) + b"\r\n\r\n" + body)
+        await writer.drain()
+        raw = await asyncio.wait_for(_read_reply(reader), timeout)
+    finally:
+        writer.close()
+    status_line, _, rest = raw.partition(b"\r\n")
+    header_block, _, payload = rest.partition(b"\r\n\r\n")
+    reply_headers: dict[str, str] = {}
+    for line in header_block.split(b"\r\n"):
+        name, _, value = line.decode("latin-1").partition(":")
+        reply_headers[name.strip().lower()] = value.strip()
+    if reply_headers.get("transfer-encoding") == "chunked":
+        payload = _dechunk(payload)
+    return RawReply(int(status_line.split()[1]), reply_headers, payload)
+
+
+async def _read_reply(reader: asyncio.StreamReader) -> bytes:
+    """Everything until the server closes, or until a Content-Length-delimited reply is whole
+    (a server answering early, e.g. 413, may not wait for the body it refused)."""
+    data = b""
+    while True:
+        try:
+            chunk = await reader.read(65536)
+        except ConnectionResetError:
+            return data
+        if not chunk:
+            return data
+        data += chunk
+        head, sep, payload = data.partition(b"\r\n\r\n")
+        if sep:
+            for line in head.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length" and len(payload) >= int(value):
+                    return data
+
+
+def _dechunk(payload: bytes) -> bytes:
+    out = b""
+    while payload:
+        size_line, _, payload = payload.partition(b"\r\n")
+        size = int(size_line.split(b";")[0] or b"0", 16)
+        if size == 0:
+            break
+        out += payload[:size]
+        payload = payload[size + 2 :]
+    return out
