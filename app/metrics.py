@@ -47,7 +47,8 @@ EVENTS_CONSUMED = Counter(
 )
 EVENTS_SCORED = Counter(
     "leadscore_events_scored",
-    "Events that reached their lead, by outcome: scored, or a duplicate eventId ignored.",
+    "Events that reached their lead, by outcome: scored, duplicate (eventId ignored) "
+    "or erased (logged before their key's erasure, dropped).",
     ["outcome"],
     registry=REGISTRY,
 )
