@@ -12,6 +12,7 @@ import logging
 from faust.types import StreamT
 from tenacity import AsyncRetrying, before_sleep_log, retry_if_exception_type, wait_exponential
 
+from agents.erasure import erasures
 from app import metrics
 from app.dead_letters import DeadLetterStore, dead_letter_doc
 from app.settings import settings
@@ -31,9 +32,14 @@ def _count_and_log(retry_state: object) -> None:
 
 @app.agent(dead_letter_topic, concurrency=1)
 async def dead_letter_index_agent(stream: StreamT[bytes]) -> None:
+    await erasures.wait_loaded()
     async for event in stream.events():
         message = event.message
         doc = dead_letter_doc(event.value, settings.topic_prefix, message.partition, message.offset)
+        key = doc.get("key")
+        written_at = round(message.timestamp * 1000) * 1000
+        if isinstance(key, str) and erasures.drops_record(key.encode(), written_at):
+            continue  # a record of a key erased since: not listed again (ADR 0020)
         async for attempt in AsyncRetrying(
             wait=wait_exponential(multiplier=0.2, max=10),
             retry=retry_if_exception_type(Exception),

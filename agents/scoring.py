@@ -225,12 +225,15 @@ async def scoring_agent(stream: StreamT[bytes]) -> None:
 
 
 async def _process(message: Any, value: bytes) -> None:
+    logged_at = round(message.timestamp * 1000) * 1000  # the record's Kafka timestamp, in µs
+    if message.topic == EVENTS_TOPIC and erasures.drops_record(message.key, logged_at):
+        metrics.event_scored("erased")  # not even dead-lettered: its key was erased (ADR 0020)
+        return
     try:
         body = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
         await dead_letter(message, f"invalid JSON: {exc}")
         return
-    logged_at = round(message.timestamp * 1000) * 1000  # the record's Kafka timestamp, in µs
     if message.topic == EVENTS_TOPIC:
         decoded_project = await _decode(message, body)
         if decoded_project is None:

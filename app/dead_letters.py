@@ -125,7 +125,7 @@ class DeadLetterStore:
 
     @staticmethod
     def query(project_id: str, reason: str | None, status: str | None) -> dict[str, Any]:
-        query: dict[str, Any] = {"projectId": project_id}
+        query: dict[str, Any] = {"projectId": project_id, "status": {"$ne": "purged"}}
         if reason:
             query["$or"] = [{"reasonClass": reason}, {"reason": reason}]
         if status:
@@ -142,7 +142,9 @@ class DeadLetterStore:
         return [public(d) async for d in cursor]
 
     async def get(self, project_id: str, dl_id: str) -> dict[str, Any] | None:
-        doc = await self._coll.find_one({"_id": dl_id, "projectId": project_id})
+        doc = await self._coll.find_one(
+            {"_id": dl_id, "projectId": project_id, "status": {"$ne": "purged"}}
+        )
         return None if doc is None else dict(doc)
 
     def matching(self, query: dict[str, Any], limit: int) -> AsyncIterator[dict[str, Any]]:
@@ -158,5 +160,13 @@ class DeadLetterStore:
         )
 
     async def purge(self, query: dict[str, Any]) -> int:
-        result = await self._coll.delete_many(query)
-        return int(result.deleted_count)
+        """Purged dead letters stay as bare markers (no record, no reason text): a replay reads
+        the dead-letter topic again, and `add` must not list them anew."""
+        result = await self._coll.update_many(
+            {**query, "status": {"$ne": "purged"}},
+            {
+                "$set": {"status": "purged", "purgedAt": datetime.now(UTC)},
+                "$unset": {"key": "", "value": "", "errors": "", "reason": ""},
+            },
+        )
+        return int(result.modified_count)

@@ -71,6 +71,17 @@ class ErasureDirectory(Service):
         at = self.erased_at(project_id, lead_key)
         return at is not None and logged_at <= at
 
+    def drops_record(self, key: bytes | None, logged_at: int) -> bool:
+        """`drops` for an events-topic record by its Kafka key `"{projectId}:{leadKey}"`, before
+        its value is read (so an erased key's invalid records are not dead-lettered either)."""
+        if not self._erased or not key:
+            return False
+        try:
+            project_id, sep, lead_key = key.decode().partition(":")
+        except UnicodeDecodeError:
+            return False
+        return bool(sep) and self.drops(project_id, lead_key, logged_at)
+
     async def wait_loaded(self) -> None:
         await self._loaded.wait()
 

@@ -42,7 +42,7 @@ class Selection(BaseModel):
 
     def query(self, project_id: str) -> dict[str, Any]:
         if self.ids is not None:
-            return {"projectId": project_id, "_id": {"$in": self.ids}}
+            return {"projectId": project_id, "_id": {"$in": self.ids}, "status": {"$ne": "purged"}}
         return DeadLetterStore.query(project_id, self.reason, "open")
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+from aiokafka import AIOKafkaProducer
 
 from tests.integration.support import (
     Api,
@@ -112,6 +113,16 @@ async def test_erased_lead_is_gone_everywhere_and_a_replay_does_not_bring_it_bac
         timeout=90,
     )
     await _settled(db, pid, len(others) + 4)
+    # a record of the person that could not be scored: listed, then erased with the rest
+    producer = AIOKafkaProducer(bootstrap_servers=deployment.bootstrap_servers)
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            f"{deployment.prefix}.events", key=f"{pid}:erase-me".encode(), value=b"{bad"
+        )
+    finally:
+        await producer.stop()
+    await eventually(lambda: api.get("/api/dead-letters"), lambda r: len(r[1]["deadLetters"]) == 1)
     before = await _snapshot(db, pid)
     kept_before = ([d for d in before[0] if d[0].startswith("keep-")], before[1][:])
     kept_before = (kept_before[0], [r for r in before[1] if r[0].startswith("keep-")])
@@ -141,6 +152,7 @@ async def test_erased_lead_is_gone_everywhere_and_a_replay_does_not_bring_it_bac
         return leads + rows
 
     await eventually(person_in_mongo, lambda found: found == [], timeout=60)
+    await eventually(lambda: api.get("/api/dead-letters"), lambda r: r[1]["deadLetters"] == [])
     after = await _snapshot(db, pid)
     assert after == kept_before, "other leads changed"
     status, listed = await api.get("/api/leads?limit=1000")
@@ -204,5 +216,6 @@ async def test_erased_lead_is_gone_everywhere_and_a_replay_does_not_bring_it_bac
     await eventually(lambda: _snapshot(db, pid), lambda got: got == settled, timeout=90)
     for k in ("anon-x", "cookie-1"):
         assert await _status(api, f"/api/leads/{k}") == 404
+    assert (await api.get("/api/dead-letters"))[1]["deadLetters"] == []
     status, export = await api.get("/api/leads/erase-me/export")
     assert status == 200 and [e["eventId"] for e in export["events"]] == [f"{tag}-n1"]
