@@ -18,6 +18,7 @@ from tests.integration.support import (
     Api,
     Deployment,
     WorkerProcess,
+    create_project,
     eventually,
     project_id_of,
 )
@@ -141,3 +142,32 @@ async def test_ingest_process_serves_its_own_metrics(
         assert any(name == "leadscore_sink_batch_size_count" for name, _ in after)
     finally:
         ingest.stop()
+
+
+async def test_rate_limit_refusals_are_counted_by_credential_kind(
+    stack: tuple[str, str], http: aiohttp.ClientSession, work_dir: Path
+) -> None:
+    deployment = Deployment.on(stack, LEADSCORE_RATE_LIMIT="3/minute")
+    proc = WorkerProcess(deployment, work_dir, f"limited-{uuid.uuid4().hex[:6]}")
+    proc.start()
+    try:
+        await proc.wait_healthy()
+        _, key = await create_project(http, proc.url, deployment.admin_token, "limited")
+        api = Api(http, proc.url, key)
+        before = await scrape(http, proc.url)
+        statuses = [(await api.get("/api/rules"))[0] for _ in range(5)]
+        assert statuses.count(429) >= 2, statuses
+        after = await scrape(http, proc.url)
+        assert moved(before, after, "leadscore_rate_limited_total", credential="key") == (
+            statuses.count(429)
+        )
+        assert moved(
+            before,
+            after,
+            "leadscore_http_requests_total",
+            method="GET",
+            route="/api/rules",
+            status="429",
+        ) == statuses.count(429)
+    finally:
+        proc.stop()
