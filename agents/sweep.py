@@ -47,6 +47,8 @@ async def sweep_once(now: int, previous: int | None) -> int:
             before = _view(partition, key, summary, previous)
             if before is not None and _seen(before) == _seen(current):
                 continue
+        if not isinstance(lead_store.get(key), LeadSummary):
+            continue  # erased (or merged) since this scan began: its iterator saw the old state
         await lead_changes_topic.send(
             key=key, value=lead_change("refresh", current, epoch=settings.app_version)
         )
