@@ -77,7 +77,7 @@ async def _route_to_owner(
         raise ApiError(503, f"lead owner {owner} unreachable: {exc}") from None
 
 
-_FORWARDED = {"x-api-key", "authorization", "cookie", "x-project-id", "accept"}
+_FORWARDED = {"x-api-key", "authorization", "cookie", "x-project-id", "accept", "x-request-id"}
 
 
 @dataclass(frozen=True, slots=True)
