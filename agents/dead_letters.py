@@ -1,20 +1,20 @@
 """The dead-letter indexer: every record of the dead-letter topic → MongoDB `dead_letters`.
 
-Thin: the document is app/dead_letters.py's. A MongoDB failure is temporary (SPEC 12): the
-write is retried with backoff until it succeeds, never skipped, so no dead letter goes missing
-from the admin list; `concurrency=1` keeps the offset from being committed past it.
+Thin: the document is app/dead_letters.py's. A temporary fault (MongoDB down) is retried until
+the write succeeds, never skipped (app/faults.py), so no dead letter goes missing from the admin
+list; `concurrency=1` keeps the offset from being committed past it.
 """
 
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 from faust.types import StreamT
-from tenacity import AsyncRetrying, before_sleep_log, retry_if_exception_type, wait_exponential
 
 from agents.erasure import erasures
-from app import metrics
 from app.dead_letters import DeadLetterStore, dead_letter_doc
+from app.faults import is_temporary, retry_temporary
 from app.settings import settings
 from app.topology import app, dead_letter_topic, mongo
 
@@ -22,14 +22,6 @@ __all__ = ["dead_letter_index_agent", "dead_letters"]
 
 log = logging.getLogger(__name__)
 dead_letters = DeadLetterStore(mongo)
-_log_retry = before_sleep_log(log, logging.WARNING)
-
-
-def _count_and_log(retry_state: object) -> None:
-    metrics.mongo_error("dead-letters")
-    _log_retry(retry_state)  # type: ignore[arg-type]
-
-
 @app.agent(dead_letter_topic, concurrency=1)
 async def dead_letter_index_agent(stream: StreamT[bytes]) -> None:
     await erasures.wait_loaded()
@@ -40,11 +32,10 @@ async def dead_letter_index_agent(stream: StreamT[bytes]) -> None:
         written_at = round(message.timestamp * 1000) * 1000
         if isinstance(key, str) and erasures.drops_record(key.encode(), written_at):
             continue  # a record of a key erased since: not listed again (ADR 0020)
-        async for attempt in AsyncRetrying(
-            wait=wait_exponential(multiplier=0.2, max=10),
-            retry=retry_if_exception_type(Exception),
-            before_sleep=_count_and_log,
-            reraise=True,
-        ):
-            with attempt:
-                await dead_letters.add(doc)
+        try:
+            await retry_temporary("dead-letters", partial(dead_letters.add, doc))
+        except Exception as exc:
+            if is_temporary(exc):
+                raise
+            # never dead-lettered: that record would come back to this agent
+            log.exception("dead-letter %s cannot be indexed: %r", doc["_id"], exc)

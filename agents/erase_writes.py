@@ -11,9 +11,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
-
-from app import metrics
+from app.faults import retry_temporary
 from app.mongo import Mongo
 
 __all__ = ["write_in_order"]
@@ -24,18 +22,14 @@ WriteChanges = Callable[[Sequence[dict[str, Any]]], Awaitable[None]]
 async def _erase(mongo: Mongo, change: dict[str, Any]) -> None:
     pid, lead_id = change["lead"]["projectId"], change["lead"]["leadId"]
     db = mongo.db
-    async for attempt in AsyncRetrying(
-        wait=wait_exponential(multiplier=0.2, max=10),
-        retry=retry_if_exception_type(Exception),
-        reraise=True,
-    ):
-        with attempt:
-            if attempt.retry_state.attempt_number > 1:
-                metrics.mongo_error("sink")
-            await db.leads.delete_many({"projectId": pid, "leadId": lead_id})
-            await db.score_history.delete_many({"projectId": pid, "leadId": lead_id})
-            await db.automation_firings.delete_many({"projectId": pid, "leadId": lead_id})
-            await db.dead_letters.delete_many({"projectId": pid, "key": f"{pid}:{lead_id}"})
+
+    async def delete() -> None:  # idempotent: safe to run again after a temporary fault
+        await db.leads.delete_many({"projectId": pid, "leadId": lead_id})
+        await db.score_history.delete_many({"projectId": pid, "leadId": lead_id})
+        await db.automation_firings.delete_many({"projectId": pid, "leadId": lead_id})
+        await db.dead_letters.delete_many({"projectId": pid, "key": f"{pid}:{lead_id}"})
+
+    await retry_temporary("sink", delete)
 
 
 async def write_in_order(

@@ -134,7 +134,7 @@ async def release_email(project_id: str, email: str, lead_key: str) -> None:
     )
 
 
-def released(claim: dict[str, Any], key: bytes, owners: TableT) -> bool:
+def released(claim: dict[str, Any], key: bytes | None, owners: TableT) -> bool:
     """In the identity agent: apply a release (True), or say it is a claim (False)."""
     if not claim.get("release"):
         return False

@@ -19,14 +19,17 @@ import logging
 from dataclasses import dataclass, replace
 from typing import Any
 
+import orjson
+
 from agents.outbox import send_command
-from app.records import ProjectRecord, lead_change, lead_removal
+from app.records import ProjectRecord, lead_changes, lead_removal, split_by_bytes
 from app.settings import settings
 from app.topology import lead_changes_topic
 from core.identity import AbsorbedEvent, absorb_events, fill_traits, with_aliases
 from core.lead import (
     HistoryRow,
     LeadSummary,
+    LeadView,
     NewEvent,
     score_events,
     summary_from_facts,
@@ -38,8 +41,7 @@ from tables.leads import lead_store
 __all__ = ["COMMANDS_SOURCE", "Command", "handle_command", "history_rows", "mark_applied"]
 
 log = logging.getLogger(__name__)
-ABSORB_CHUNK = 500
-REBUILD_ROWS_PER_CHANGE = 1_000
+ABSORB_ENVELOPE_BYTES = 1_024  # command, projectId, from, epoch of an absorb chunk
 COMMANDS_SOURCE = 1  # index of lead-commands in LeadSummary.applied
 
 
@@ -69,9 +71,15 @@ def _done(state: LeadSummary | Alias | None, source: Source) -> bool:
 
 async def _emit(c: Command, summary: LeadSummary, rows: Any = ()) -> None:
     view = lead_store.view_at(c.key, c.partition, summary, c.project.scoring, c.now)
-    await lead_changes_topic.send(
-        key=c.key, value=lead_change("upsert", view, rows, epoch=settings.app_version)
-    )
+    await _send_changes(c.key, view, rows)
+
+
+async def _send_changes(key: bytes, view: LeadView, rows: Any) -> None:
+    """The LeadChange, split under the message size limit (`app.records.lead_changes`)."""
+    for change in lead_changes(
+        "upsert", view, rows, epoch=settings.app_version, max_bytes=settings.max_message_bytes
+    ):
+        await lead_changes_topic.send(key=key, value=change)
 
 
 async def _promote(c: Command, state: LeadSummary) -> None:
@@ -118,20 +126,24 @@ async def _send_absorb(c: Command, state: LeadSummary | None) -> None:
     if state is not None:
         aliases += [*state.aliases, *state.anonymous_ids]
     target = f"{pid}:{cmd['into']}".encode()
-    chunks = [events[i : i + ABSORB_CHUNK] for i in range(0, len(events), ABSORB_CHUNK)] or [[]]
+    last: dict[str, Any] = {
+        "aliases": aliases,
+        "name": (state.name if state and state.name else cmd.get("name")),
+        "company": (state.company if state and state.company else cmd.get("company")),
+    }
+    # chunks by encoded size (events carry their properties), with room for the identity part
+    budget = settings.max_message_bytes - len(orjson.dumps(last)) - ABSORB_ENVELOPE_BYTES
+    encoded = [orjson.dumps(e) for e in events]
+    chunks = split_by_bytes(encoded, budget) or [[]]
     for n, chunk in enumerate(chunks, start=1):
         body: dict[str, Any] = {
             "command": "absorb",
             "projectId": pid,
             "from": lead_id,
-            "events": chunk,
+            "events": [orjson.Fragment(e) for e in chunk],
         }
         if n == len(chunks):
-            body.update(
-                aliases=aliases,
-                name=(state.name if state and state.name else cmd.get("name")),
-                company=(state.company if state and state.company else cmd.get("company")),
-            )
+            body.update(last)
         await send_command(target, body)
 
 
@@ -286,11 +298,7 @@ async def _rebuild(c: Command, key: bytes, state: LeadSummary, *, rescore: bool)
         record = lead_store.event_record(key, row.event_id)
         full_rows.append(replace(row, properties=(record[1] if record else None) or {}))
     view = lead_store.view_at(key, c.partition, rebuilt, config, c.now)
-    for start in range(0, max(1, len(full_rows)), REBUILD_ROWS_PER_CHANGE):
-        chunk = full_rows[start : start + REBUILD_ROWS_PER_CHANGE]
-        await lead_changes_topic.send(
-            key=key, value=lead_change("upsert", view, chunk, epoch=settings.app_version)
-        )
+    await _send_changes(key, view, full_rows)
 
 
 async def _rescore_project(c: Command) -> None:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
-import time
+from collections.abc import Iterable
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 import orjson
@@ -19,62 +20,28 @@ from agents.lead_commands import (
     mark_applied,
 )
 from agents.outbox import forward_event, is_current, send_claim
-from app import metrics
+from app import faults, metrics
 from app.clock import now_us
+from app.faults import dead_letter, isolate
 from app.partitioning import partition_for
-from app.records import ProjectRecord, lead_change
+from app.records import ProjectRecord, lead_changes
 from app.settings import settings
 from app.topology import (
     app,
-    dead_letter_topic,
     directory,
     lead_changes_topic,
     scoring_source,
 )
 from core.events import Event, FieldError, InvalidEvent, validate_event
 from core.identity import normalize_email, note_anonymous_id
-from core.lead import LeadSummary, NewEvent, apply_event
+from core.lead import HistoryRow, LeadSummary, LeadView, NewEvent, apply_event
 from tables.codec import Alias, Source
 from tables.leads import lead_store
 
-__all__ = ["dead_letter", "score_event", "scoring_agent"]
+__all__ = ["score_event", "scoring_agent"]
 
 log = logging.getLogger(__name__)
 EVENTS_TOPIC = settings.topic("events")
-
-
-async def dead_letter(message: Any, reason: str, errors: list[FieldError] | None = None) -> None:
-    """Park a record that cannot be scored, with why, so nothing is lost and the worker goes on."""
-    value = message.value
-    metrics.dead_letter(reason)
-    log.warning(
-        "dead-lettered %s:%s@%s: %s",
-        message.topic,
-        message.partition,
-        message.offset,
-        metrics.dead_letter_class(reason),
-        extra=_position(message),
-    )
-    await dead_letter_topic.send(
-        key=message.key,
-        value=orjson.dumps(
-            {
-                "reason": reason,
-                "errors": [e.as_json() for e in errors or []],
-                "topic": message.topic,
-                "partition": message.partition,
-                "offset": message.offset,
-                "key": message.key.decode(errors="replace") if message.key else None,
-                "value": value.decode(errors="replace") if isinstance(value, bytes) else None,
-                "deadLetteredAt": time.time(),
-            }
-        ),
-    )
-
-
-def _position(message: Any) -> dict[str, Any]:
-    """The fields a processing log line carries (JSON logs): where the record is."""
-    return {"topic": message.topic, "partition": message.partition, "offset": message.offset}
 
 
 async def _decode(message: Any, data: Any) -> tuple[Event, ProjectRecord] | None:
@@ -107,12 +74,13 @@ def score_event(
     now: int,
     source: Source,
     logged_at: int,
-) -> tuple[bytes, dict[str, Any] | None] | None:
+) -> tuple[list[bytes], dict[str, Any] | None] | None:
     """Apply one event to its lead's tables.
 
-    Returns the LeadChange to emit and, for an `identify` that should claim its email, the
-    claim; None for a duplicate. A record the summary shows as applied (a crash lost only its
-    outputs) returns them again; one applied in part is redone.
+    Returns the LeadChange to emit (in parts under the message size limit) and, for an
+    `identify` that should claim its email, the claim; None for a duplicate. A record the
+    summary shows as applied (a crash lost only its outputs) returns them again; one applied
+    in part is redone.
     """
     store = lead_store
     state = store.get(key)
@@ -163,8 +131,14 @@ def score_event(
         store.put_fact(key, fact)
     store.put_summary(key, updated)
     view = store.view_at(key, partition, updated, config, now)
-    change = lead_change("upsert", view, applied.rows, epoch=settings.app_version)
-    return change, claim
+    changes = _changes(view, applied.rows)
+    return changes, claim
+
+
+def _changes(view: LeadView, rows: Iterable[HistoryRow]) -> list[bytes]:
+    return lead_changes(
+        "upsert", view, rows, epoch=settings.app_version, max_bytes=settings.max_message_bytes
+    )
 
 
 def _claim(decoded: Event, lead: LeadSummary, email: str, logged_at: int) -> dict[str, Any]:
@@ -190,16 +164,16 @@ def _outputs_again(
     now: int,
     state: LeadSummary,
     logged_at: int,
-) -> tuple[bytes, dict[str, Any] | None]:
+) -> tuple[list[bytes], dict[str, Any] | None]:
     """The LeadChange (rows from the event on) and claim an applied record emitted."""
     rows = history_rows(key, partition, decoded.timestamp, decoded.event_id, project)
     view = lead_store.view_at(key, partition, state, project.scoring, now)
-    change = lead_change("upsert", view, rows, epoch=settings.app_version)
+    changes = _changes(view, rows)
     claim = None
     email = normalize_email((decoded.properties or {}).get("email"))
     if decoded.event_type == "identify" and email and state.pending_email == email:
         claim = _claim(decoded, state, email, logged_at)
-    return change, claim
+    return changes, claim
 
 
 @app.agent(scoring_source)
@@ -210,18 +184,9 @@ async def scoring_agent(stream: StreamT[bytes]) -> None:
     async for event in stream.events():
         message = event.message
         metrics.event_consumed("events" if message.topic == EVENTS_TOPIC else "lead-commands")
-        try:
-            with metrics.processing_time().time():
-                await _process(message, event.value)
-        except Exception as exc:  # a record must never stop its partition
-            log.exception(
-                "scoring failed for %s:%s@%s",
-                message.topic,
-                message.partition,
-                message.offset,
-                extra=_position(message),
-            )
-            await dead_letter(message, f"internal error: {exc!r}")
+        with metrics.processing_time().time():
+            # a record must never stop its partition, nor be skipped over a temporary fault
+            await isolate("scoring", message, partial(_process, message, event.value))
 
 
 async def _process(message: Any, value: bytes) -> None:
@@ -231,7 +196,7 @@ async def _process(message: Any, value: bytes) -> None:
         return
     try:
         body = orjson.loads(value)
-    except orjson.JSONDecodeError as exc:
+    except (orjson.JSONDecodeError, TypeError) as exc:  # TypeError: no value (a tombstone)
         await dead_letter(message, f"invalid JSON: {exc}")
         return
     if message.topic == EVENTS_TOPIC:
@@ -245,6 +210,9 @@ async def _process(message: Any, value: bytes) -> None:
             await forward_event(key, decoded.to_wire(), logged_at)
             return
     else:  # lead-commands: the record key names the lead it is for
+        if not isinstance(body, dict):
+            await dead_letter(message, "invalid lead command: not a JSON object")
+            return
         if not is_current(body):
             return  # from an earlier epoch: a replay re-derives it from the events topic
         if body.get("command") == "erase":
@@ -278,7 +246,9 @@ async def _process(message: Any, value: bytes) -> None:
     result = score_event(decoded, project, key, message.partition, now_us(), source, logged_at)
     metrics.event_scored("duplicate" if result is None else "scored")
     if result is not None:
-        change, claim = result
-        await lead_changes_topic.send(key=key, value=change)
+        changes, claim = result
+        faults.inject("produce")  # tests: a produce timeout after the tables were written
+        for change in changes:
+            await lead_changes_topic.send(key=key, value=change)
         if claim is not None:
             await send_claim(decoded.project_id, claim["email"], claim)

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from functools import partial
 
 from app.clock import now_us
+from app.faults import is_temporary, retry_temporary
 from app.records import lead_change
 from app.settings import settings
 from app.topology import app, directory, lead_changes_topic
@@ -34,24 +36,42 @@ def _view(partition: int, key: bytes, summary: LeadSummary, at: int) -> LeadView
     return lead_store.view_at(key, partition, summary, project.scoring, at)
 
 
+def _refresh(
+    partition: int, key: bytes, summary: LeadSummary, now: int, previous: int | None
+) -> bytes | None:
+    """The refresh to emit for one lead, or None when what users see has not moved."""
+    current = _view(partition, key, summary, now)
+    if current is None:
+        return None
+    if previous is not None:
+        before = _view(partition, key, summary, previous)
+        if before is not None and _seen(before) == _seen(current):
+            return None
+    return lead_change("refresh", current, epoch=settings.app_version)
+
+
 async def sweep_once(now: int, previous: int | None) -> int:
-    """Emit refreshes for owned leads whose visible figures moved since `previous`."""
+    """Emit refreshes for owned leads whose visible figures moved since `previous`.
+
+    One lead whose state cannot be shown (a value no check caught) is logged and skipped, never
+    the end of the sweep for the others; a produce fault is retried (ADR 0015).
+    """
     emitted = 0
     for n, (partition, key, summary) in enumerate(owned_leads()):
         if n % 500 == 499:
             await asyncio.sleep(0)  # keep the loop responsive on large partitions
-        current = _view(partition, key, summary, now)
-        if current is None:
+        try:
+            change = _refresh(partition, key, summary, now, previous)
+        except Exception as exc:
+            if is_temporary(exc):
+                raise
+            log.exception("decay sweep skips lead %r: its state cannot be shown", key)
             continue
-        if previous is not None:
-            before = _view(partition, key, summary, previous)
-            if before is not None and _seen(before) == _seen(current):
-                continue
+        if change is None:
+            continue
         if not isinstance(lead_store.get(key), LeadSummary):
             continue  # erased (or merged) since this scan began: its iterator saw the old state
-        await lead_changes_topic.send(
-            key=key, value=lead_change("refresh", current, epoch=settings.app_version)
-        )
+        await retry_temporary("sweep", partial(lead_changes_topic.send, key=key, value=change))
         emitted += 1
     return emitted
 

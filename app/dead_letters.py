@@ -52,15 +52,16 @@ def project_of_record(key: str | None, value: str | None) -> str | None:
 
 
 def dead_letter_doc(
-    raw: bytes, topic_prefix: str, dl_partition: int, dl_offset: int
+    raw: bytes | None, topic_prefix: str, dl_partition: int, dl_offset: int
 ) -> dict[str, Any]:
-    """The document of one dead-letter record (its value as the scoring agent wrote it)."""
+    """The document of one dead-letter record (its value as app/faults.py wrote it)."""
     try:
-        body = orjson.loads(raw)
+        body = orjson.loads(raw) if raw is not None else None
     except orjson.JSONDecodeError:
         body = None
     if not isinstance(body, dict):  # not written by leadscore: keep it, under no project
-        body = {"reason": "unreadable dead letter", "value": raw.decode(errors="replace")}
+        text = raw.decode(errors="replace") if raw is not None else None
+        body = {"reason": "unreadable dead letter", "value": text}
     topic = str(body.get("topic") or "dead-letter")
     partition = body.get("partition", dl_partition)
     offset = body.get("offset", dl_offset)

@@ -116,19 +116,27 @@ AUTOMATION_DELIVERIES = Counter(
 
 # The reason classes of dead letters: the first words of a reason, so that the free text after
 # a colon (an exception, a JSON error position) never becomes a label value.
-_REASON_CLASSES = (
-    "invalid event",
-    "invalid JSON",
-    "unknown project",
-    "command for an unknown project",
-    "internal error",
+_REASON_CLASSES = frozenset(
+    {
+        "invalid event",
+        "invalid JSON",
+        "unknown project",
+        "command for an unknown project",
+        "invalid lead command",
+        "not a lead change",
+        "cannot be written to MongoDB",
+        "internal error",
+    }
 )
+_CONSUMER_FAILED = re.compile(r"^[a-z-]{1,32} failed$")  # "scoring failed: KeyError: ..." (a bug)
 
 
 def dead_letter_class(reason: str) -> str:
     """The low-cardinality class of a dead-letter reason ("other" for anything unforeseen)."""
     head = reason.split(":", 1)[0].strip()
-    return head if head in _REASON_CLASSES else "other"
+    if head in _REASON_CLASSES or _CONSUMER_FAILED.match(head):
+        return head
+    return "other"
 
 
 def event_consumed(source: str) -> None:

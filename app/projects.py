@@ -17,10 +17,10 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from mode import Service
-from pydantic import ValidationError
 
 from app.access import SCOPES, KeyKind, KeyRecord, Scope, hash_secret, new_key, new_key_id
 from app.access import shown_prefix as _shown_prefix
+from app.faults import is_temporary
 from app.mongo import Mongo
 from app.records import ProjectRecord, ProjectSettings, RuleModel
 from app.settings import Settings
@@ -51,6 +51,8 @@ class ProjectDirectory(Service):
         self._position = 0
         self._advanced = asyncio.Condition()
         self._loaded = asyncio.Event()
+        self.skipped: dict[str, str] = {}
+        """record key (the projectId) → why its latest record was skipped (`/api/health`)."""
 
     # -- lookups -----------------------------------------------------------------------------
     def get(self, project_id: str) -> ProjectRecord | None:
@@ -114,30 +116,45 @@ class ProjectDirectory(Service):
         if self._consumer is not None:
             await self._consumer.stop()
 
+    def receive(self, key: bytes | None, value: bytes | None) -> None:
+        """Apply one record of the topic; one that does not parse is skipped and remembered.
+
+        The topic is read by every process at start-up: a record that cannot be applied must
+        never stop them (SPEC 12). The project keeps its last good record, and `/api/health`
+        reports the skip, naming the project, until a good record for it arrives.
+        """
+        name = key.decode(errors="replace") if key else "(no key)"
+        if value is None:
+            return  # a tombstone: projects are never deleted through the topic
+        try:
+            record = ProjectRecord.model_validate(orjson.loads(value))
+        except Exception as exc:  # parsing is pure: whatever it raises is the record's fault
+            reason = " ".join(str(exc).split())[:300]
+            log.error("projects topic: record of %s skipped: %s", name, reason)
+            self.skipped[name] = reason
+            return
+        self.skipped.pop(name, None)
+        self.apply(record)
+
     async def _tail(self) -> None:
         assert self._consumer is not None
         while not self.should_stop:
-            batches = await self._consumer.getmany(self._tp, timeout_ms=500)
+            try:
+                batches = await self._consumer.getmany(self._tp, timeout_ms=500)
+                if not batches:
+                    position = await self._consumer.position(self._tp)
+                    self._position = max(self._position, position)
+            except Exception as exc:
+                if not is_temporary(exc):
+                    raise
+                log.warning("projects topic: temporary fault, retrying: %r", exc)
+                await asyncio.sleep(1.0)
+                continue
             for message in batches.get(self._tp, []):
-                if message.value is not None:
-                    self._apply_raw(message.offset, message.value)
+                self.receive(message.key, message.value)
                 self._position = message.offset + 1
-            if not batches:
-                self._position = max(self._position, await self._consumer.position(self._tp))
             async with self._advanced:
                 self._advanced.notify_all()
-
-    def _apply_raw(self, offset: int, value: bytes) -> None:
-        """A record this code cannot read (written by a newer or broken writer) is skipped
-        with a log line: it must not stop authentication and scoring of every project."""
-        try:
-            record = ProjectRecord.model_validate(orjson.loads(value))
-        except (orjson.JSONDecodeError, ValidationError) as exc:
-            log.error(
-                "projects topic offset %d: unreadable project record skipped: %s", offset, exc
-            )
-            return
-        self.apply(record)
 
     async def sync(self, timeout: float = 10.0) -> None:
         """Wait until every project record published before this call has been applied."""

@@ -24,8 +24,10 @@ __all__ = [
     "StageThresholdsModel",
     "history_row_json",
     "lead_change",
+    "lead_changes",
     "lead_json",
     "lead_removal",
+    "split_by_bytes",
 ]
 
 LEAD_CHANGE_SCHEMA = 1
@@ -246,3 +248,51 @@ def lead_change(
             "history": [history_row_json(r) for r in rows],
         }
     )
+
+
+def lead_changes(
+    kind: ChangeKind,
+    view: LeadView,
+    rows: Iterable[HistoryRow] = (),
+    *,
+    epoch: int = 0,
+    max_bytes: int,
+) -> list[bytes]:
+    """One LeadChange split into messages of at most `max_bytes` (encoded), each carrying the
+    whole lead at the same version and a run of the rows.
+
+    The sink guards each history row by version, so parts of one change apply in any order and
+    any number of times; the lead document is written by the first part to arrive and left
+    alone by the others (same version). A late event on a lead with thousands of later events
+    rewrites all of their rows — one message would outgrow the producer's limit.
+    """
+    head = orjson.dumps(
+        {"schema": LEAD_CHANGE_SCHEMA, "kind": kind, "lead": lead_json(view, epoch), "history": []}
+    )
+    encoded = [orjson.dumps(history_row_json(r)) for r in rows]
+    if not encoded:
+        return [head]
+    base = head[:-2]  # up to `"history":[`, closed again below
+    return [
+        base + b",".join(part) + b"]}"
+        for part in split_by_bytes(encoded, max_bytes - len(head), separator=1)
+    ]
+
+
+def split_by_bytes(items: Iterable[bytes], budget: int, *, separator: int = 1) -> list[list[bytes]]:
+    """Encoded items in runs whose total size (plus `separator` bytes between items) stays
+    within `budget`; an item larger than the budget travels alone (its size is bounded by the
+    event limits of SPEC 2, far below any broker's limit)."""
+    parts: list[list[bytes]] = []
+    current: list[bytes] = []
+    size = 0
+    for item in items:
+        extra = len(item) + (separator if current else 0)
+        if current and size + extra > budget:
+            parts.append(current)
+            current, size, extra = [], 0, len(item)
+        current.append(item)
+        size += extra
+    if current:
+        parts.append(current)
+    return parts

@@ -10,6 +10,7 @@ overwrite the old ones.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -34,6 +35,7 @@ __all__ = [
 ]
 
 _EPOCH_KEY = b"appVersion"
+log = logging.getLogger(__name__)
 
 
 # The tables of a worker (tables/leads.py, agents/identity.py; a unit test keeps this true).
@@ -86,10 +88,23 @@ async def _read_epoch(settings: Settings) -> int | None:
             batch = await consumer.getmany(tp, timeout_ms=1000)
             for message in batch.get(tp, []):
                 if message.key == _EPOCH_KEY and message.value:
-                    version = int(orjson.loads(message.value)["appVersion"])
+                    version = _epoch_of(message.value, version)
         return version
     finally:
         await consumer.stop()
+
+
+def _epoch_of(value: bytes, previous: int | None) -> int | None:
+    """The app version a control record names; a record that does not parse is skipped (with a
+    log line) rather than stopping every worker's start (SPEC 12)."""
+    try:
+        version = orjson.loads(value)["appVersion"]
+        if isinstance(version, int) and not isinstance(version, bool) and version >= 1:
+            return version
+        raise ValueError(f"appVersion must be a positive integer, not {version!r}")
+    except (ValueError, TypeError, KeyError) as exc:
+        log.error("control topic: epoch record skipped: %r", exc)
+        return previous
 
 
 @dataclass(frozen=True)

@@ -102,6 +102,10 @@ class Settings:
     log_format: str = "text"
     """LEADSCORE_LOG_FORMAT: `text` (Faust's coloured lines) or `json` (one JSON object per line,
     with the request id of the HTTP request a line belongs to; app/logs.py)."""
+    max_message_bytes: int = 900_000
+    """LEADSCORE_MAX_MESSAGE_BYTES: largest message leadscore produces to its own topics; bigger
+    outputs (a lead change rewriting thousands of history rows, a merge's events) are split.
+    Keep it below the producer's and the broker's limits (1 MB by default), with headroom."""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -146,6 +150,7 @@ class Settings:
             max_rules=int(_env("LEADSCORE_MAX_RULES", "500")),
             produce_timeout=float(_env("LEADSCORE_PRODUCE_TIMEOUT", "5")),
             admin_concurrency=int(_env("LEADSCORE_ADMIN_CONCURRENCY", "2")),
+            max_message_bytes=max(64 * 1024, int(_env("LEADSCORE_MAX_MESSAGE_BYTES", "900000"))),
         )
 
     @property

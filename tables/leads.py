@@ -17,12 +17,15 @@ applied (redo only its outputs) or partly applied (redo it).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Any
 
 from faust.types import TableT
 
+from app import faults
 from app.faust_app import app
+from app.faust_patches import partition_db
 from app.settings import settings
 from core.config import ScoringConfig
 from core.lead import EventFact, LeadSummary, LeadView, lead_view
@@ -50,6 +53,7 @@ _ROCKSDB_OPTIONS = {
     "max_write_buffer_number": 2,
 }
 _SUMMARY, _FACT, _EVENT = b"S", b"F", b"E"
+log = logging.getLogger(__name__)
 
 leads_table = app.Table(
     "lead-state",
@@ -74,6 +78,7 @@ class LeadStore:
 
     def put_summary(self, key: bytes, summary: LeadSummary) -> None:
         """Written last for a record: it marks the record as fully applied."""
+        faults.inject("table-write")  # tests: a disk-full error after the record's other writes
         self.table[_SUMMARY + key] = encode_summary(summary)
 
     def put_alias(self, key: bytes, alias: Alias) -> None:
@@ -191,11 +196,22 @@ class LeadStore:
                 return
             yield key[1:], decode_lead(raw)
 
-    def states(self, partition: int) -> Iterator[tuple[bytes, LeadSummary | Alias]]:
+    def states(
+        self, partition: int, *, skip_unreadable: bool = False
+    ) -> Iterator[tuple[bytes, LeadSummary | Alias]]:
+        """Every summary and alias of a partition; with `skip_unreadable`, an entry that does not
+        decode is logged and passed over instead of ending the walk for every other lead."""
         for key, raw in self._scan(partition, _SUMMARY):
             if not key.startswith(_SUMMARY):
                 return
-            yield key[1:], decode_lead(raw)
+            try:
+                state = decode_lead(raw)
+            except (ValueError, TypeError, KeyError, IndexError):
+                if not skip_unreadable:
+                    raise
+                log.exception("lead %r: unreadable table entry skipped", key[1:])
+                continue
+            yield key[1:], state
 
     def aliases_of_project(self, project_id: str, partition: int) -> Iterator[tuple[str, Alias]]:
         for key, state in self.states_of_project(project_id, partition):
@@ -206,9 +222,9 @@ class LeadStore:
         self, partition: int, start: bytes, *, backwards: bool = False
     ) -> Iterator[tuple[bytes, bytes]]:
         store: Any = self.table.data
-        db_for_partition = getattr(store, "_db_for_partition", None)
-        if db_for_partition is not None:  # rocksdb:// — a real range scan
-            yield from db_for_partition(partition).items(from_key=start, backwards=backwards)
+        db = partition_db(store, partition)
+        if db is not None:  # rocksdb:// — a real range scan
+            yield from db.items(from_key=start, backwards=backwards)
             return
         # memory:// (unit tests): same order, by sorting
         keys = sorted(store.data, reverse=backwards)
@@ -225,6 +241,6 @@ def owned_leads(store: LeadStore = lead_store) -> Iterator[tuple[int, bytes, Lea
     topic = store.table.changelog_topic.get_topic_name()
     for tp in sorted(app.assignor.assigned_actives()):
         if tp.topic == topic:
-            for key, state in store.states(tp.partition):
+            for key, state in store.states(tp.partition, skip_unreadable=True):
                 if isinstance(state, LeadSummary):
                     yield tp.partition, key, state

@@ -1,12 +1,16 @@
-"""`GET /api/health`: 200 when Kafka and MongoDB answer, 503 naming what is down."""
+"""`GET /api/health`: 200 when Kafka and MongoDB answer, projects are loaded and no consumer is
+stuck; 503 naming what is down, which consumer is stuck on a temporary fault, and which project's
+record on the projects topic was skipped."""
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
-from aiokafka.admin import AIOKafkaAdminClient
 from faust.web import Request, Response
 
+from app import faults
+from app.kafka_probe import KafkaProbe
 from app.settings import settings
 from app.topology import app, directory, mongo
 from web.base import ApiView
@@ -14,22 +18,14 @@ from web.base import ApiView
 __all__ = ["HealthView"]
 
 _CHECK_TIMEOUT = 3.0
-_admin: AIOKafkaAdminClient | None = None
 
 
-async def _kafka_ok() -> None:
-    global _admin
-    if _admin is None:
-        _admin = AIOKafkaAdminClient(
-            bootstrap_servers=settings.kafka_bootstrap_servers, request_timeout_ms=3000
-        )
-        await _admin.start()
-    await _admin.describe_cluster()
+_kafka = KafkaProbe(settings.kafka_bootstrap_servers)
 
 
-async def _check(probe: asyncio.Future[None] | asyncio.Task[None] | object) -> str:
+async def _check(probe: Any) -> str:
     try:
-        await asyncio.wait_for(probe, _CHECK_TIMEOUT)  # type: ignore[arg-type]
+        await asyncio.wait_for(probe, _CHECK_TIMEOUT)
     except Exception as exc:
         return f"down: {type(exc).__name__}"
     return "ok"
@@ -38,18 +34,19 @@ async def _check(probe: asyncio.Future[None] | asyncio.Task[None] | object) -> s
 @app.page("/api/health")
 class HealthView(ApiView):
     async def get(self, request: Request) -> Response:
-        kafka, mongodb = await asyncio.gather(_check(_kafka_ok()), _check(mongo.ping()))
+        kafka, mongodb = await asyncio.gather(_check(_kafka.check()), _check(mongo.ping()))
+        stuck = faults.stuck()
+        skipped = dict(directory.skipped)
+        problems = kafka != "ok" or mongodb != "ok" or bool(stuck) or bool(skipped)
         body = {
-            "status": (
-                "degraded"
-                if kafka != "ok" or mongodb != "ok"
-                else "ok"
-                if directory.loaded
-                else "starting"
-            ),
+            "status": ("degraded" if problems else "ok" if directory.loaded else "starting"),
             "kafka": kafka,
             "mongodb": mongodb,
             "projectsLoaded": directory.loaded,
+            # consumers retrying a temporary fault for more than faults.STUCK_AFTER_SECONDS
+            "stuck": stuck,
+            # projects whose latest record on the projects topic could not be applied
+            "skippedProjects": skipped,
             "worker": app.conf.canonical_url.human_repr()
             if hasattr(app.conf.canonical_url, "human_repr")
             else str(app.conf.canonical_url),

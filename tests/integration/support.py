@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -10,7 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -596,3 +597,85 @@ def _dechunk(payload: bytes) -> bytes:
         out += payload[:size]
         payload = payload[size + 2 :]
     return out
+
+async def produce_raw(
+    bootstrap_servers: str,
+    topic: str,
+    records: list[tuple[bytes | None, bytes | None]],
+    partition: int | None = None,
+) -> list[tuple[int, int]]:
+    """Produce records as any Kafka client could (acks=all); their (partition, offset)s."""
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all")
+    await producer.start()
+    try:
+        placed = []
+        for key, value in records:
+            meta = await producer.send_and_wait(topic, value, key=key, partition=partition)
+            placed.append((meta.partition, meta.offset))
+        return placed
+    finally:
+        await producer.stop()
+
+
+async def dead_letters(
+    bootstrap_servers: str, prefix: str, keep: Callable[[dict[str, Any]], bool], count: int
+) -> list[dict[str, Any]]:
+    """The first `count` dead-letter records (decoded) of deployment `prefix` that `keep` takes."""
+    import orjson
+
+    found = await consume_all(
+        bootstrap_servers,
+        f"{prefix}.dead-letter",
+        keep=lambda r: keep(orjson.loads(r.value)),
+        until=lambda got: len(got) >= count,
+        timeout=90,
+    )
+    return [orjson.loads(r.value) for r in found]
+
+
+async def dead_letter_count(deployment: Deployment) -> int:
+    """Records on the deployment's dead-letter topic (its end offsets)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=deployment.bootstrap_servers)
+    await consumer.start()
+    try:
+        topic = f"{deployment.prefix}.dead-letter"
+        tps = [TopicPartition(topic, p) for p in range(deployment.partitions)]
+        return sum((await consumer.end_offsets(tps)).values())
+    finally:
+        await consumer.stop()
+
+
+@contextlib.contextmanager
+def private_stack(local_dir: Path, brokers: int = 1) -> Iterator[Any]:
+    """A stack of the test's own — Kafka with `brokers` nodes and a MongoDB-wire server, under
+    `local_dir` on free ports — for tests that kill or stop its services without disturbing the
+    shared one. It reuses the shared Kafka jar cache. devstack finds its stack through the
+    environment at every call, so the environment points at this one until the block ends."""
+    import shutil
+
+    import pytest
+
+    import devstack
+    from devstack.layout import LOCAL_DIR_ENV, Layout
+    from devstack.stack import KAFKA_ENV, MONGO_ENV
+
+    shared = Layout.from_env()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(LOCAL_DIR_ENV, str(local_dir))
+        patch.delenv(KAFKA_ENV, raising=False)
+        patch.delenv(MONGO_ENV, raising=False)
+        private = Layout.from_env()
+        if shared.kafka_libs_stamp.is_file():
+            private.kafka_libs.parent.mkdir(parents=True, exist_ok=True)
+            private.kafka_libs.symlink_to(shared.kafka_libs, target_is_directory=True)
+            shutil.copy(shared.kafka_libs_stamp, private.kafka_libs_stamp)
+        info = devstack.ensure_up(brokers=brokers)
+        try:
+            assert info.started, "a private stack must be started by the test, not found running"
+            yield info
+        finally:
+            devstack.shutdown()

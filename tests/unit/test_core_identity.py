@@ -232,7 +232,7 @@ def test_property_absorbing_at_once_equals_inserting_one_by_one_in_any_order(
 def test_property_absorbing_in_chunks_equals_absorbing_at_once(
     config: ScoringConfig, data: st.DataObject
 ) -> None:
-    """The agent ships a big lead in chunks (ABSORB_CHUNK); chunk boundaries must not matter."""
+    """The agent ships a big lead in chunks (by encoded size); chunk boundaries must not matter."""
     owner_log = data.draw(st.lists(events(config), max_size=12))
     moved = list(
         lead_of("L", config, data.draw(st.lists(events(config), max_size=20))).seen.values()
