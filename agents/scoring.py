@@ -215,13 +215,13 @@ async def _process(message: Any, value: bytes) -> None:
             return
         if not is_current(body):
             return  # from an earlier epoch: a replay re-derives it from the events topic
-        if body.get("command") == "erase":
-            await handle_erase(message.key, body, message.partition)
-            return
         if body.get("command") != "event":
             owner = directory.get(body.get("projectId", ""))
             if owner is None:
                 await dead_letter(message, "command for an unknown project")
+                return
+            if body.get("command") == "erase":
+                await handle_erase(message.key, body, message.partition)  # ADR 0020
                 return
             await handle_command(
                 Command(message.key, body, owner, message.partition, message.offset, now_us())
