@@ -184,7 +184,7 @@ async def scoring_agent(stream: StreamT[bytes]) -> None:
     async for event in stream.events():
         message = event.message
         metrics.event_consumed("events" if message.topic == EVENTS_TOPIC else "lead-commands")
-        with metrics.processing_time().time():
+        with metrics.processing_time():
             # a record must never stop its partition, nor be skipped over a temporary fault
             await isolate("scoring", message, partial(_process, message, event.value))
 

@@ -11,7 +11,9 @@ touches is still listed, at zero, so dashboards and alerts need no special cases
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -139,17 +141,40 @@ def dead_letter_class(reason: str) -> str:
     return "other"
 
 
+# Children of the per-event metrics, bound once: `labels()` costs about a microsecond a call.
+_consumed: dict[str, Any] = {}
+_scored: dict[str, Any] = {}
+
+
 def event_consumed(source: str) -> None:
-    EVENTS_CONSUMED.labels(source).inc()
+    child = _consumed.get(source)
+    if child is None:
+        child = _consumed[source] = EVENTS_CONSUMED.labels(source)
+    child.inc()
 
 
 def event_scored(outcome: str) -> None:
-    EVENTS_SCORED.labels(outcome).inc()
+    child = _scored.get(outcome)
+    if child is None:
+        child = _scored[outcome] = EVENTS_SCORED.labels(outcome)
+    child.inc()
 
 
-def processing_time() -> Histogram:
-    """`with metrics.processing_time().time(): ...` around the work on one record."""
-    return PROCESSING_SECONDS
+class _ProcessingTimer:
+    """A cheaper `Histogram.time()` for the per-record hot path."""
+
+    __slots__ = ("_started",)
+
+    def __enter__(self) -> None:
+        self._started = time.perf_counter()
+
+    def __exit__(self, *exc: object) -> None:
+        PROCESSING_SECONDS.observe(time.perf_counter() - self._started)
+
+
+def processing_time() -> _ProcessingTimer:
+    """`with metrics.processing_time(): ...` around the work on one record."""
+    return _ProcessingTimer()
 
 
 def dead_letter(reason: str) -> None:
