@@ -102,6 +102,10 @@ class Settings:
     log_format: str = "text"
     """LEADSCORE_LOG_FORMAT: `text` (Faust's coloured lines) or `json` (one JSON object per line,
     with the request id of the HTTP request a line belongs to; app/logs.py)."""
+    access_log: bool = True
+    """LEADSCORE_ACCESS_LOG: `on` (default) logs one line per HTTP request (method, route
+    template, status, duration, request id) at info; `off` drops those lines (high request
+    rates), while other lines keep their request id."""
     max_message_bytes: int = 900_000
     """LEADSCORE_MAX_MESSAGE_BYTES: largest message leadscore produces to its own topics; bigger
     outputs (a lead change rewriting thousands of history rows, a merge's events) are split.
@@ -147,6 +151,8 @@ class Settings:
             log_format=_choice(
                 "LEADSCORE_LOG_FORMAT", _env("LEADSCORE_LOG_FORMAT", "text"), LOG_FORMATS
             ),
+            access_log=_env("LEADSCORE_ACCESS_LOG", "on").lower()
+            not in ("off", "0", "false", "no"),
             max_rules=int(_env("LEADSCORE_MAX_RULES", "500")),
             produce_timeout=float(_env("LEADSCORE_PRODUCE_TIMEOUT", "5")),
             admin_concurrency=int(_env("LEADSCORE_ADMIN_CONCURRENCY", "2")),

@@ -1,6 +1,7 @@
 """A request id on every HTTP request (issue #15): `X-Request-Id` in (when it is a sane token)
 or a new one, echoed in the response, set for the logs of the request (app/logs.py), and one
-log line per request with method, route template, status and duration."""
+log line per request with method, route template, status and duration (unless
+LEADSCORE_ACCESS_LOG=off)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from app.logs import request_id
+from app.settings import settings
 from app.topology import app
 from web.metrics import route_template
 
@@ -43,20 +45,22 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
         response.headers[HEADER] = rid
         return response
     finally:
-        log.info(
-            "%s %s %s %.1f ms",
-            request.method,
-            route_template(request),
-            status,
-            (time.perf_counter() - started) * 1000,
-            extra={
-                "method": request.method,
-                "route": route_template(request),
-                "status": status,
-                "duration_ms": round((time.perf_counter() - started) * 1000, 3),
-            },
-        )
+        if settings.access_log:
+            _access_line(request, status, started)
         request_id.reset(token)
+
+
+def _access_line(request: web.Request, status: int, started: float) -> None:
+    route = route_template(request)
+    ms = (time.perf_counter() - started) * 1000
+    log.info(
+        "%s %s %s %.1f ms",
+        request.method,
+        route,
+        status,
+        ms,
+        extra={"method": request.method, "route": route, "status": status, "duration_ms": ms},
+    )
 
 
 # first, so that the other middlewares' log lines carry the id too

@@ -97,3 +97,19 @@ async def test_json_logs_carry_request_ids_and_record_positions(
         assert email not in worker.log_path.read_text()
     finally:
         worker.stop()
+
+
+async def test_access_lines_can_be_turned_off(
+    stack: tuple[str, str], http: aiohttp.ClientSession, work_dir: Path
+) -> None:
+    deployment = Deployment.on(stack, LEADSCORE_LOG_FORMAT="json", LEADSCORE_ACCESS_LOG="off")
+    worker = await start_worker(deployment, work_dir, "no-access-log")
+    try:
+        _, key = await create_project(http, worker.url, deployment.admin_token, "quiet")
+        for _ in range(3):
+            async with http.get(f"{worker.url}/api/rules", headers={"X-API-Key": key}) as r:
+                assert r.status == 200 and r.headers["X-Request-Id"]
+        lines = log_lines(worker.log_path)
+        assert lines and not any(line["logger"] == "leadscore.http" for line in lines)
+    finally:
+        worker.stop()
