@@ -16,14 +16,21 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from agents.dead_letters import dead_letters
 from app.dead_letters import DeadLetterStore, public
-from app.topology import app, commands_topic, events_topic
+from app.topology import app, claims_topic, commands_topic, events_topic, lead_changes_topic
 from core.events import FieldError
 from web.base import ApiError, ApiView, audit, path_param, query_int, query_str
 
 __all__ = ["DeadLetterView", "DeadLettersView", "PurgeView", "RedriveView"]
 
 _MAX_PER_CALL = 1000
-_TOPICS = {"events": events_topic, "lead-commands": commands_topic}
+# every topic a consumer dead-letters from; a re-driven lead change is version-guarded, a claim
+# re-decided idempotently, so re-driving any of them twice is as safe as for events
+_TOPICS = {
+    "events": events_topic,
+    "lead-commands": commands_topic,
+    "lead-changes": lead_changes_topic,
+    "identity-claims": claims_topic,
+}
 
 
 class Selection(BaseModel):
