@@ -22,12 +22,22 @@ __all__ = ["dead_letter_index_agent", "dead_letters"]
 
 log = logging.getLogger(__name__)
 dead_letters = DeadLetterStore(mongo)
+
+
 @app.agent(dead_letter_topic, concurrency=1)
 async def dead_letter_index_agent(stream: StreamT[bytes]) -> None:
     await erasures.wait_loaded()
     async for event in stream.events():
         message = event.message
-        doc = dead_letter_doc(event.value, settings.topic_prefix, message.partition, message.offset)
+        try:
+            doc = dead_letter_doc(
+                event.value, settings.topic_prefix, message.partition, message.offset
+            )
+        except Exception:  # never stop the partition; never dead-letter onto this topic
+            log.exception(
+                "dead-letter record @%s:%s cannot be read", message.partition, message.offset
+            )
+            continue
         key = doc.get("key")
         written_at = round(message.timestamp * 1000) * 1000
         if isinstance(key, str) and erasures.drops_record(key.encode(), written_at):

@@ -62,32 +62,42 @@ def dead_letter_doc(
     if not isinstance(body, dict):  # not written by leadscore: keep it, under no project
         text = raw.decode(errors="replace") if raw is not None else None
         body = {"reason": "unreadable dead letter", "value": text}
-    topic = str(body.get("topic") or "dead-letter")
-    partition = body.get("partition", dl_partition)
-    offset = body.get("offset", dl_offset)
-    if body.get("topic") is None:
-        topic, partition, offset = "dead-letter", dl_partition, dl_offset
-    short = short_topic(topic, topic_prefix)
+    short = short_topic(str(body.get("topic") or "dead-letter"), topic_prefix)
+    partition, offset = body.get("partition"), body.get("offset")
+    if body.get("topic") is None or partition is None or offset is None:
+        # no original position (a sink's refused change): the dead-letter record's own
+        ident = f"dead-letter-{dl_partition}-{dl_offset}"
+    else:
+        ident = f"{short}-{partition}-{offset}"
     reason = str(body.get("reason") or "unknown")
-    at = body.get("deadLetteredAt")
+    key, value = _text(body.get("key")), _text(body.get("value"))
     return {
-        "_id": f"{short}-{partition}-{offset}",
-        "projectId": project_of_record(body.get("key"), body.get("value")),
+        "_id": ident,
+        "projectId": project_of_record(key, value),
         "reason": reason,
         "reasonClass": dead_letter_class(reason),
-        "errors": body.get("errors") or [],
+        "errors": body.get("errors") if isinstance(body.get("errors"), list) else [],
         "topic": short,
         "partition": partition,
         "offset": offset,
-        "key": body.get("key"),
-        "value": body.get("value"),
-        "deadLetteredAt": datetime.fromtimestamp(at, UTC)
-        if isinstance(at, int | float)
-        else datetime.now(UTC),
+        "key": key,
+        "value": value,
+        "deadLetteredAt": _when(body.get("deadLetteredAt")),
         "deadLetter": {"partition": dl_partition, "offset": dl_offset},
         "status": "open",
         "redriveCount": 0,
     }
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) or value is None else orjson.dumps(value).decode()
+
+
+def _when(at: Any) -> datetime:
+    try:
+        return datetime.fromtimestamp(float(at), UTC)
+    except (TypeError, ValueError, OverflowError, OSError):
+        return datetime.now(UTC)
 
 
 def public(doc: dict[str, Any]) -> dict[str, Any]:

@@ -40,3 +40,33 @@ def test_a_record_not_written_by_leadscore_is_kept_under_its_own_position() -> N
     assert doc["_id"] == "dead-letter-2-5"
     assert doc["projectId"] is None
     assert doc["reasonClass"] == "other"
+
+
+def test_a_dead_letter_without_an_original_position_is_kept_under_its_own() -> None:
+    value = {
+        "reason": "cannot be written to MongoDB: x",
+        "topic": "pfx.lead-changes",
+        "partition": None,
+        "offset": None,
+        "key": "prj_a:l",
+        "value": "{}",
+    }
+    doc = dead_letter_doc(orjson.dumps(value), "pfx", 4, 17)
+    assert doc["_id"] == "dead-letter-4-17"
+    assert doc["topic"] == "lead-changes" and doc["projectId"] == "prj_a"
+
+
+def test_odd_field_types_never_stop_the_indexer() -> None:
+    value = {
+        "reason": 5,
+        "topic": "pfx.events",
+        "partition": 1,
+        "offset": 2,
+        "key": 7,
+        "value": {"projectId": "prj_a"},
+        "errors": "no",
+        "deadLetteredAt": 1e300,
+    }
+    doc = dead_letter_doc(orjson.dumps(value), "pfx", 0, 0)
+    assert doc["key"] == "7" and doc["projectId"] == "prj_a" and doc["errors"] == []
+    assert doc["reasonClass"] == "other"
