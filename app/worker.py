@@ -26,6 +26,7 @@ else:
         "agents.identity",
         "agents.sweep",
         "agents.dead_letters",
+        "agents.firing",
         "web.security",
         "web.events",
         "web.aliases",
@@ -42,6 +43,7 @@ else:
         "web.request_ids",
         "web.dead_letters",
         "web.data_rights",
+        "web.automations",
     ]
     if settings.sink_enabled:
         _MODULES.append("agents.sink")

@@ -118,6 +118,16 @@ ROWS: dict[tuple[str, str], Row] = {
     ("GET", "/api/dead-letters/{dl_id}"): Row("admin", 404),
     ("POST", "/api/dead-letters/redrive"): Row("admin", 422, {"reason": ""}),
     ("POST", "/api/dead-letters/purge"): Row("admin", 422, {"reason": ""}),
+    ("GET", "/api/automations"): Row("read", 200),
+    ("POST", "/api/automations"): Row("rules", 422, {"name": ""}),
+    ("GET", "/api/automations/{automation_id}"): Row("read", 404),
+    ("PUT", "/api/automations/{automation_id}"): Row("rules", 404, {"name": ""}),
+    ("DELETE", "/api/automations/{automation_id}"): Row("rules", 404),
+    ("POST", "/api/automations/{automation_id}/test"): Row("rules", 404),
+    ("GET", "/api/automations/{automation_id}/firings"): Row("read", 404),
+    ("POST", "/api/automations/{automation_id}/redeliver"): Row("rules", 404),
+    ("GET", "/api/firings/{firing_id}"): Row("read", 404),
+    ("POST", "/api/firings/{firing_id}/redeliver"): Row("rules", 404),
 }
 PATH_VALUES = {
     "dl_id": "events-0-0",
@@ -125,6 +135,8 @@ PATH_VALUES = {
     "event_type": "no_such_rule",
     "key_id": NO_KEY,
     "email": NOBODY,
+    "automation_id": "aut_0000000000000000",
+    "firing_id": "fir_00000000000000000000000000000000",
 }
 
 _ROUTES_SCRIPT = """
