@@ -34,7 +34,7 @@ __all__ = [
 KAFKA_VERSION = "4.1.1"
 FIRST_PORT = 9092
 _DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.6.1"
-_JVM_OPTS = ("-Xms256m", "-Xmx512m", "-XX:+UseG1GC", "-Djava.awt.headless=true")
+_JVM_OPTS = ("-Xms256m", "-Xmx1g", "-XX:+UseG1GC", "-Djava.awt.headless=true")
 
 
 def _tool(name: str, env_home: str | None = None) -> str:

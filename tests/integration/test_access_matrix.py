@@ -260,7 +260,15 @@ async def test_every_route_times_every_credential_gets_the_status_spec_10_gives(
         row = ROWS.get((case[0], case[1]))
         return row is not None and row.last
 
-    results = await asyncio.gather(*(call(*c) for c in cases if not ends_session(c)))
+    def probes_dependencies(case: tuple[str, str, str]) -> bool:
+        # /api/health asks Kafka and MongoDB with short timeouts: under this test's burst it may
+        # truthfully answer 503, which says nothing about credentials. It is asked afterwards.
+        return case[1] == "/api/health"
+
+    results = await asyncio.gather(
+        *(call(*c) for c in cases if not ends_session(c) and not probes_dependencies(c))
+    )
+    results += [await call(*c) for c in cases if probes_dependencies(c)]
     results += await asyncio.gather(*(call(*c) for c in cases if ends_session(c)))
     wrong = [
         f"{what}: got {got}, want {want} ({text})"
