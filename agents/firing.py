@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 from faust.types import StreamT
 
-from app import faults
+from app import faults, metrics
 from app.delivery import Deliveries
 from app.firings import EPOCH
 from app.settings import settings
@@ -81,6 +81,8 @@ async def decide(candidates: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for doc in batch:
             await _dead_letter(orjson.dumps(doc, default=str), f"firing not storable: {exc!r}")
         return []
+    for doc in inserted:
+        metrics.automation_firing(doc["status"])  # pending (to deliver) or skipped (stale)
     return inserted if lease else []
 
 

@@ -103,7 +103,8 @@ async def _promote(c: Command, state: LeadSummary | None) -> None:
     verdict = promotion(state, cmd["email"], claim)
     lead_id = c.key.decode().split(":", 1)[1]
     if verdict is Promotion.RELEASE:
-        log.info("lead %r does not take %r (claim %r): released", c.key, cmd["email"], claim)
+        # no e-mail addresses in logs (personal data): the lead and the claim say which
+        log.info("lead %r does not take the email of claim %r: released", c.key, claim)
         await send_release(cmd["projectId"], cmd["email"], lead_id, claim[1])
         return
     assert state is not None
@@ -170,7 +171,13 @@ async def _merge(c: Command, state: LeadSummary | Alias | None) -> None:
     cmd = c.body
     if isinstance(state, LeadSummary) and state.email not in (None, cmd.get("email")):
         # identified by another email: never merged away (SPEC 5)
-        log.warning("lead %r owns %r; not merged into %r", c.key, state.email, cmd["into"])
+        log.warning(
+            "lead %r owns an email; not merged into %r (%s@%s)",
+            c.key,
+            cmd["into"],
+            c.partition,
+            c.offset,
+        )
         return
     if (
         isinstance(state, LeadSummary)

@@ -29,6 +29,7 @@ from typing import Any
 from mode import Service
 from pymongo import UpdateOne
 
+from app import metrics
 from app.automations import AutomationModel, destination_of
 from app.firings import FiringLog
 from app.projects import ProjectDirectory
@@ -225,6 +226,7 @@ class Deliveries(Service):
         else:
             status = "failed"
         self.stats[status] += 1
+        metrics.automation_delivery(status)  # "pending" here: an attempt that will be retried
         attempt = {"attempt": attempt_no, **outcome.as_attempt(at)}
         self._writes.append(self._firings.attempted(doc, attempt, status, next_at))
 

@@ -99,6 +99,13 @@ class Settings:
     key_usage_flush: float = 10.0
     """LEADSCORE_KEY_USAGE_FLUSH: seconds between writes of keys' "last used" times (batched,
     never a write per request)."""
+    log_format: str = "text"
+    """LEADSCORE_LOG_FORMAT: `text` (Faust's coloured lines) or `json` (one JSON object per line,
+    with the request id of the HTTP request a line belongs to; app/logs.py)."""
+    access_log: bool = True
+    """LEADSCORE_ACCESS_LOG: `on` (default) logs one line per HTTP request (method, route
+    template, status, duration, request id) at info; `off` drops those lines (high request
+    rates), while other lines keep their request id."""
     max_automations_per_project: int = 50
     """LEADSCORE_MAX_AUTOMATIONS: most automation rules one project may hold (SPEC 9)."""
     automation_max_age: float = 86_400.0
@@ -178,6 +185,11 @@ class Settings:
             login_window=float(_env("LEADSCORE_LOGIN_WINDOW", "900")),
             max_keys_per_project=int(_env("LEADSCORE_MAX_KEYS", "50")),
             key_usage_flush=float(_env("LEADSCORE_KEY_USAGE_FLUSH", "10")),
+            log_format=_choice(
+                "LEADSCORE_LOG_FORMAT", _env("LEADSCORE_LOG_FORMAT", "text"), LOG_FORMATS
+            ),
+            access_log=_env("LEADSCORE_ACCESS_LOG", "on").lower()
+            not in ("off", "0", "false", "no"),
             max_automations_per_project=int(_env("LEADSCORE_MAX_AUTOMATIONS", "50")),
             automation_max_age=float(_env("LEADSCORE_AUTOMATION_MAX_AGE", "86400")),
             delivery_attempts=int(_env("LEADSCORE_DELIVERY_ATTEMPTS", "10")),
@@ -220,6 +232,13 @@ class Settings:
 
 
 ROLES = ("worker", "ingest", "sink")
+LOG_FORMATS = ("text", "json")
+
+
+def _choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
+    return value
 
 
 def _role(value: str) -> str:

@@ -10,14 +10,22 @@ from app.topology import app
 __all__ = ["app", "modules"]
 
 if settings.role == "ingest":  # HTTP ingest only: produces events, consumes nothing
-    _MODULES = ["web.security", "web.events", "web.aliases", "web.health"]
+    _MODULES = [
+        "web.security",
+        "web.events",
+        "web.aliases",
+        "web.health",
+        "web.metrics",
+        "web.request_ids",
+    ]
 elif settings.role == "sink":  # lead-changes -> MongoDB, in a consumer group of its own
-    _MODULES = ["web.security", "agents.sink", "web.health"]
+    _MODULES = ["web.security", "agents.sink", "web.health", "web.metrics", "web.request_ids"]
 else:
     _MODULES = [
         "agents.scoring",
         "agents.identity",
         "agents.sweep",
+        "agents.dead_letters",
         "agents.firing",
         "web.security",
         "web.events",
@@ -30,6 +38,11 @@ else:
         "web.auth",
         "web.audit",
         "web.admin",
+        "web.system_health",
+        "web.metrics",
+        "web.request_ids",
+        "web.dead_letters",
+        "web.data_rights",
         "web.automations",
     ]
     if settings.sink_enabled:

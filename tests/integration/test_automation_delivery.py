@@ -35,6 +35,7 @@ from tests.integration.support import (
     free_port,
     start_worker,
 )
+from tests.integration.test_operability_metrics import moved, scrape
 
 pytestmark = pytest.mark.integration
 
@@ -67,6 +68,7 @@ async def test_a_receiver_failing_twice_gets_the_firing_on_the_third_attempt(
 ) -> None:
     url = receiver.on("/flaky", Behaviour(fail=2, status=503))
     rule = await signup_rule(auto_api, "flaky", url)
+    before = await scrape(auto_api.http, auto_api.base_url)
     await auto_api.send_events([event("f", "signup", f"{TODAY}T09:00:00Z", "f1")])
     [done] = await wait_firings(auto_api, rule["id"], 1, status="delivered")
     detail = await firing_of(auto_api, done["id"])
@@ -74,6 +76,11 @@ async def test_a_receiver_failing_twice_gets_the_firing_on_the_third_attempt(
     assert detail["attempts"][0]["error"] == "HTTP 503"
     assert len(receiver.distinct("/flaky")) == 1  # one firing id, three requests
     assert len(receiver.at("/flaky")) == 3
+    # the operator sees it too (issue 15): one firing, two attempts to retry, one delivered
+    after = await scrape(auto_api.http, auto_api.base_url)
+    assert moved(before, after, "leadscore_automation_firings_total", status="pending") >= 1
+    assert moved(before, after, "leadscore_automation_deliveries_total", status="pending") >= 2
+    assert moved(before, after, "leadscore_automation_deliveries_total", status="delivered") >= 1
 
 
 async def test_429_is_retried_no_sooner_than_retry_after(auto_api: Api, receiver: Receiver) -> None:
