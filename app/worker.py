@@ -29,6 +29,8 @@ else:
         "web.auth",
         "web.audit",
         "web.admin",
+        "web.stream",
+        "web.dashboard.pages",
     ]
     if settings.sink_enabled:
         _MODULES.append("agents.sink")
