@@ -65,7 +65,10 @@ class StreamView(ApiView):
                     await response.write(b": heartbeat\n\n")
                     continue
                 await response.write(
-                    b"event: " + notice["type"].encode() + b"\ndata: " + orjson.dumps(notice)
+                    b"event: "
+                    + notice["type"].encode()
+                    + b"\ndata: "
+                    + orjson.dumps(notice)
                     + b"\n\n"
                 )
         except ConnectionResetError:

@@ -78,9 +78,7 @@ async def _send(api: Api, event_type: str, lead: str) -> float:
 
 
 @pytest.fixture
-async def people(
-    api: Api, deployment: Deployment, http: aiohttp.ClientSession
-) -> dict[str, str]:
+async def people(api: Api, deployment: Deployment, http: aiohttp.ClientSession) -> dict[str, str]:
     """An owner and a viewer of the test's project (e-mail by role), and the viewer's token."""
     status, project = await api.get("/api/projects/current")
     assert status == 200, project
@@ -112,7 +110,13 @@ async def test_dashboard_in_a_browser(
     await asyncio.to_thread(_log_in, chromium, base, people["owner"], f"/app/leads/{LEAD}")
     nav = [a.text for a in chromium.find_elements(By.CSS_SELECTOR, "header nav a")]
     assert nav == [
-        "Overview", "Leads", "Rules", "Settings", "Automations", "Keys", "Dead letters",
+        "Overview",
+        "Leads",
+        "Rules",
+        "Settings",
+        "Automations",
+        "Keys",
+        "Dead letters",
         "Audit log",
     ]
 
@@ -128,9 +132,7 @@ async def test_dashboard_in_a_browser(
     assert _text(chromium, "lead-stage") == "warm"
 
     # a stage change arrives live: the page is not reloaded (the marker survives)
-    await asyncio.to_thread(
-        _wait, chromium, lambda d: _text(d, "live-badge") == "live"
-    )
+    await asyncio.to_thread(_wait, chromium, lambda d: _text(d, "live-badge") == "live")
     chromium.execute_script("window.notReloaded = true")
     sent = await _send(api, "demo_request", LEAD)  # +50 = 90: hot
     await asyncio.to_thread(_wait, chromium, lambda d: _text(d, "lead-stage") == "hot")
@@ -158,13 +160,16 @@ async def test_dashboard_in_a_browser(
     await asyncio.to_thread(
         _wait,
         chromium,
-        lambda d: d.find_element(By.CSS_SELECTOR, '#funnel li[data-stage="qualified"] .count').text
-        == "1",
+        lambda d: (
+            d.find_element(By.CSS_SELECTOR, '#funnel li[data-stage="qualified"] .count').text == "1"
+        ),
     )
     assert int(_text(chromium, "events-per-minute").split()[0]) >= 1
     _shot(chromium, "overview")
-    print(f"live latency from 202 to the page: lead {lead_latency:.2f}s, "
-          f"overview {overview_latency:.2f}s")
+    print(
+        f"live latency from 202 to the page: lead {lead_latency:.2f}s, "
+        f"overview {overview_latency:.2f}s"
+    )
 
     # leads: search by key
     chromium.get(f"{base}/app/leads?q={LEAD}")

@@ -214,8 +214,14 @@ class LoginPageView(ApiView):
     """A plain HTML form (works without script): a session cookie, then the page asked for."""
 
     async def get(self, request: Request) -> Response:
-        return _render("login.html", title="Log in", viewer=None, error=None, email="",
-                       next=_safe_next(request.query.get("next")))
+        return _render(
+            "login.html",
+            title="Log in",
+            viewer=None,
+            error=None,
+            email="",
+            next=_safe_next(request.query.get("next")),
+        )
 
     async def post(self, request: Request) -> Response:
         form = await cast(web.Request, request).post()
@@ -223,19 +229,40 @@ class LoginPageView(ApiView):
         password = str(form.get("password") or "")[:1024]
         target = _safe_next(str(form.get("next") or ""))
         if not same_origin(request):
-            return _render("login.html", status=403, title="Log in", viewer=None, email=email,
-                           next=target, error="This form must be sent from this site.")
+            return _render(
+                "login.html",
+                status=403,
+                title="Log in",
+                viewer=None,
+                email=email,
+                next=target,
+                error="This form must be sent from this site.",
+            )
         address = getattr(request, "remote", None) or "unknown"
         who = [f"email:{email.strip().lower()}", f"ip:{address}"]
         _, retry_after = throttle.check(who)
         if retry_after is not None:
-            return _render("login.html", status=429, title="Log in", viewer=None, email=email,
-                           next=target, error="Too many failed logins; try again later.")
+            return _render(
+                "login.html",
+                status=429,
+                title="Log in",
+                viewer=None,
+                email=email,
+                next=target,
+                error="Too many failed logins; try again later.",
+            )
         user = await users.verify_password(email, password) if email and password else None
         if user is None:
             throttle.failed(who)
-            return _render("login.html", status=401, title="Log in", viewer=None, email=email,
-                           next=target, error="Wrong e-mail or password.")
+            return _render(
+                "login.html",
+                status=401,
+                title="Log in",
+                viewer=None,
+                email=email,
+                next=target,
+                error="Wrong e-mail or password.",
+            )
         throttle.succeeded(who[:1])
         token, expires = await users.start_session(user["userId"])
         return _see_other(target, _cookie(token, expires))
@@ -281,4 +308,3 @@ class StaticView(ApiView):
             response.headers["Access-Control-Allow-Origin"] = "*"  # websites load the SDK
             response.headers["Cross-Origin-Resource-Policy"] = "cross-origin"
         return cast(Response, response)
-
