@@ -251,7 +251,17 @@ class LoginPageView(ApiView):
                 next=target,
                 error="Too many failed logins; try again later.",
             )
-        user = await users.verify_password(email, password) if email and password else None
+        if not email or not password:  # not a failed login: nothing to count
+            return _render(
+                "login.html",
+                status=422,
+                title="Log in",
+                viewer=None,
+                email=email,
+                next=target,
+                error="E-mail and password are required.",
+            )
+        user = await users.verify_password(email, password)
         if user is None:
             throttle.failed(who)
             return _render(
@@ -271,8 +281,8 @@ class LoginPageView(ApiView):
 @app.page("/app/logout")
 class LogoutPageView(ApiView):
     async def post(self, request: Request) -> Response:
-        token = _session_token(request)
-        if token is not None and same_origin(request):
+        token = _cookies(request).get(SESSION_COOKIE)  # a form post carries the cookie only
+        if token is not None and looks_like_session_token(token) and same_origin(request):
             session = await users.session(token)
             if session is not None:
                 await users.revoke_session(session.token_hash)
