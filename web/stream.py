@@ -46,7 +46,6 @@ class StreamView(ApiView):
             await asyncio.wait_for(_ready.wait(), READY_WAIT_SECONDS)
         except TimeoutError:
             raise ApiError(503, "live feed not ready; retry", retry_after=5) from None
-        sub = feed.subscribe(project.projectId)
         response = web.StreamResponse(
             headers={
                 "Content-Type": "text/event-stream",
@@ -54,6 +53,11 @@ class StreamView(ApiView):
                 "X-Accel-Buffering": "no",
             }
         )
+        if request.method == "HEAD":  # the headers only: no stream follows
+            await response.prepare(request)  # type: ignore[arg-type]
+            await response.write_eof()
+            return response
+        sub = feed.subscribe(project.projectId)
         try:
             await response.prepare(request)  # type: ignore[arg-type]
             await response.write(b"retry: 2000\n: connected\n\n")
