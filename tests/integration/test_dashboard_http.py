@@ -124,3 +124,37 @@ async def test_cookie_sessions_refuse_changes_from_other_sites(
         assert resp.status == 303
         assert resp.headers["Location"] == "/app"
         assert "SameSite=Strict" in resp.headers["Set-Cookie"]
+
+
+async def test_a_user_of_several_projects_picks_one(
+    api: Api, http: aiohttp.ClientSession, worker: WorkerProcess, deployment: Deployment
+) -> None:
+    status, first = await api.get("/api/projects/current")
+    assert status == 200
+    second, _ = await create_project(http, worker.url, deployment.admin_token, "pick B")
+    email = f"two-{uuid.uuid4().hex[:8]}@example.com"
+    await create_member(api, deployment, first["projectId"], email, PASSWORD, "viewer")
+    status, body = await api.with_key("").request(
+        "PUT",
+        f"/api/members/{email}",
+        {"role": "owner"},
+        headers={"Authorization": f"Bearer {deployment.admin_token}", "X-Project-Id": second},
+    )
+    assert status == 200, body
+    status, body = await api.with_key("").post(
+        "/api/auth/login", {"email": email, "password": PASSWORD}
+    )
+    assert status == 200, body
+    session = {"Authorization": f"Bearer {body['token']}"}
+
+    async def page(path: str) -> tuple[int, str]:
+        async with http.get(f"{worker.url}{path}", headers=session, allow_redirects=False) as r:
+            return r.status, await r.text()
+
+    status, html = await page("/app/rules")
+    assert status == 200 and "Choose a project" in html
+    assert f"/app/rules?project={first['projectId']}" in html and f"?project={second}" in html
+    status, html = await page(f"/app/rules?project={first['projectId']}")
+    assert status == 403  # a viewer there
+    status, html = await page(f"/app/rules?project={second}")
+    assert status == 200 and 'id="rule-form"' in html and f'data-project="{second}"' in html
