@@ -127,7 +127,10 @@ class LiveFeed:
                 self.unsubscribe(sub)
 
     async def run(self, bootstrap_servers: str, topic: str, ready: asyncio.Event) -> None:
-        """Read `topic` from its end until cancelled; `ready` once positioned at the end."""
+        """Read `topic` from its end until cancelled; `ready` once positioned at the end.
+
+        After a broker error it reconnects from the end again: changes made meanwhile are not
+        told (a live view, not a log; the pages reload their data on every notice)."""
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
         while True:
@@ -165,6 +168,9 @@ async def _partitions(consumer: Any, topic: str) -> list[int]:
         found = consumer.partitions_for_topic(topic)
         if found:
             return sorted(found)
+        # the client's own metadata, refreshed now (its public `topics()` fetches a copy that
+        # `partitions_for_topic` does not read); aiokafka is pinned below 0.15 in pyproject
         await consumer._client.force_metadata_update()
-        await asyncio.sleep(1.0)
+        if not consumer.partitions_for_topic(topic):
+            await asyncio.sleep(0.5)
     raise RuntimeError(f"topic {topic} has no partitions")
