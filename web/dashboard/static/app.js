@@ -118,7 +118,7 @@
     opts = opts || {};
     clear(container);
     if (!points.length) { container.appendChild(el("p", { className: "muted", text: "no data yet" })); return; }
-    var w = 600, h = opts.height || 200, pad = 34;
+    var w = Math.max(200, container.clientWidth || 600), h = opts.height || 200, pad = 34;
     var xs = points.map(function (p) { return p.x; }), ys = points.map(function (p) { return p.y; });
     var x0 = Math.min.apply(null, xs), x1 = Math.max.apply(null, xs);
     var y0 = Math.min(0, Math.min.apply(null, ys)), y1 = Math.max.apply(null, ys);
@@ -126,13 +126,20 @@
     if (y1 === y0) { y1 = y0 + 1; }
     function sx(x) { return pad + (x - x0) / (x1 - x0) * (w - 2 * pad); }
     function sy(y) { return h - pad + 10 - (y - y0) / (y1 - y0) * (h - 2 * pad); }
-    var root = svg("svg", { viewBox: "0 0 " + w + " " + h, preserveAspectRatio: "none", "class": "plot" });
+    var root = svg("svg", { viewBox: "0 0 " + w + " " + h, width: w, height: h, "class": "plot" });
     root.appendChild(svg("line", { x1: pad, y1: sy(y0), x2: w - pad, y2: sy(y0), "class": "axis" }));
     [y0, y1].forEach(function (v) {
       var t = svg("text", { x: 2, y: sy(v) + 4, "class": "tick" });
       t.textContent = fmtScore(v);
       root.appendChild(t);
     });
+    if (opts.timeAxis) {
+      [[x0, "start"], [x1, "end"]].forEach(function (t) {
+        var label = svg("text", { x: sx(t[0]), y: h - 4, "class": "tick", "text-anchor": t[1] });
+        label.textContent = fmtTime(new Date(t[0]).toISOString());
+        root.appendChild(label);
+      });
+    }
     var d = points.map(function (p, i) { return (i ? "L" : "M") + sx(p.x).toFixed(1) + " " + sy(p.y).toFixed(1); }).join(" ");
     root.appendChild(svg("path", { d: d, "class": "line" }));
     points.forEach(function (p) {
@@ -269,7 +276,7 @@
         });
         lineChart($("score-chart"), rows.map(function (h) {
           return { x: Date.parse(h.timestamp), y: h.scoreAfter, label: h.eventType };
-        }));
+        }), { timeAxis: true });
       });
     }
     function loadFirings() {
