@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from agents import automation
 from agents.outbox import send_command
 from app.records import ProjectRecord, lead_changes, lead_removal, split_by_bytes
 from app.settings import settings
@@ -69,9 +70,10 @@ def _done(state: LeadSummary | Alias | None, source: Source) -> bool:
     return state is not None and state.applied[source[0]] >= source[1]
 
 
-async def _emit(c: Command, summary: LeadSummary, rows: Any = ()) -> None:
+async def _emit(c: Command, summary: LeadSummary, rows: Any = ()) -> LeadView:
     view = lead_store.view_at(c.key, c.partition, summary, c.project.scoring, c.now)
     await _send_changes(c.key, view, rows)
+    return view
 
 
 async def _send_changes(key: bytes, view: LeadView, rows: Any) -> None:
@@ -229,7 +231,8 @@ async def _absorb(c: Command, state: LeadSummary | None) -> None:
         summary = replace(summary, version=summary.version + 1)
     summary = mark_applied(summary, c.source)
     lead_store.put_summary(c.key, summary)
-    await _emit(c, summary, rows)
+    view = await _emit(c, summary, rows)
+    await automation.fire(c.project, state, view, c.now)  # SPEC 9: a merge absorbed
 
 
 def history_rows(
@@ -290,6 +293,7 @@ async def _rebuild(c: Command, key: bytes, state: LeadSummary, *, rescore: bool)
         full_rows.append(replace(row, properties=(record[1] if record else None) or {}))
     view = lead_store.view_at(key, c.partition, rebuilt, config, c.now)
     await _send_changes(key, view, full_rows)
+    await automation.fire(c.project, state, view, c.now)  # SPEC 9: a rebuild or rescore
 
 
 async def _rescore_project(c: Command) -> None:

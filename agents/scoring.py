@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 from faust.types import StreamT
 
+from agents.automation import FiringRecord, candidates, send_firings
 from agents.lead_commands import (
     COMMANDS_SOURCE,
     Command,
@@ -31,6 +32,7 @@ from app.topology import (
     lead_changes_topic,
     scoring_source,
 )
+from core.automation import Cause
 from core.events import Event, FieldError, InvalidEvent, validate_event
 from core.identity import normalize_email, note_anonymous_id
 from core.lead import HistoryRow, LeadSummary, LeadView, NewEvent, apply_event
@@ -73,13 +75,13 @@ def score_event(
     now: int,
     source: Source,
     logged_at: int,
-) -> tuple[list[bytes], dict[str, Any] | None] | None:
+) -> tuple[list[bytes], dict[str, Any] | None, list[FiringRecord]] | None:
     """Apply one event to its lead's tables.
 
-    Returns the LeadChange to emit (in parts under the message size limit) and, for an
-    `identify` that should claim its email, the claim; None for a duplicate. A record the
-    summary shows as applied (a crash lost only its outputs) returns them again; one applied
-    in part is redone.
+    Returns the LeadChange to emit (in parts under the message size limit), for an `identify`
+    that should claim its email the claim, and the automation firings the change triggers;
+    None for a duplicate. A record the summary shows as applied (a crash lost only its
+    outputs) returns them again; one applied in part is redone.
     """
     store = lead_store
     state = store.get(key)
@@ -131,7 +133,11 @@ def score_event(
     store.put_summary(key, updated)
     view = store.view_at(key, partition, updated, config, now)
     changes = _changes(view, applied.rows)
-    return changes, claim
+    cause = Cause(decoded.event_id, decoded.timestamp, decoded.event_type)
+    firings = candidates(
+        project, state if isinstance(state, LeadSummary) else None, view, now, cause
+    )
+    return changes, claim, firings
 
 
 def _changes(view: LeadView, rows: Iterable[HistoryRow]) -> list[bytes]:
@@ -163,8 +169,10 @@ def _outputs_again(
     now: int,
     state: LeadSummary,
     logged_at: int,
-) -> tuple[list[bytes], dict[str, Any] | None]:
-    """The LeadChange (rows from the event on) and claim an applied record emitted."""
+) -> tuple[list[bytes], dict[str, Any] | None, list[FiringRecord]]:
+    """The LeadChange (rows from the event on) and claim an applied record emitted. Its
+    firings, if any, were produced before the crash or are lost with the state before
+    (ADR 0019): a redo never fires twice."""
     rows = history_rows(key, partition, decoded.timestamp, decoded.event_id, project)
     view = lead_store.view_at(key, partition, state, project.scoring, now)
     changes = _changes(view, rows)
@@ -172,7 +180,7 @@ def _outputs_again(
     email = normalize_email((decoded.properties or {}).get("email"))
     if decoded.event_type == "identify" and email and state.pending_email == email:
         claim = _claim(decoded, state, email, logged_at)
-    return changes, claim
+    return changes, claim, []
 
 
 @app.agent(scoring_source)
@@ -232,9 +240,10 @@ async def _process(message: Any, value: bytes) -> None:
     source = (0 if message.topic == EVENTS_TOPIC else COMMANDS_SOURCE, message.offset)
     result = score_event(decoded, project, key, message.partition, now_us(), source, logged_at)
     if result is not None:
-        changes, claim = result
+        changes, claim, firings = result
         faults.inject("produce")  # tests: a produce timeout after the tables were written
         for change in changes:
             await lead_changes_topic.send(key=key, value=change)
+        await send_firings(firings)
         if claim is not None:
             await send_claim(decoded.project_id, claim["email"], claim)

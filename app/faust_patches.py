@@ -90,8 +90,10 @@ PATCH_TARGETS: Mapping[int, tuple[tuple[str, str], ...]] = {
         ("faust.transport.producer:ProducerBuffer._send_pending", "4a9d5f932b56bc68"),
     ),
     2: (
-        ("faust.transport.drivers.aiokafka:AIOKafkaConsumerThread.seek_to_committed",
-         "775ab0adc4b052ab"),
+        (
+            "faust.transport.drivers.aiokafka:AIOKafkaConsumerThread.seek_to_committed",
+            "775ab0adc4b052ab",
+        ),
         ("aiokafka.consumer.consumer:AIOKafkaConsumer.seek_to_committed", "f6cd85c8b70a4ccf"),
     ),
     3: (
@@ -168,6 +170,7 @@ def partition_db(store: Any, partition: int) -> Any | None:
     is not on rocksdb:// (the memory store of unit tests)."""
     db_for_partition = getattr(store, "_db_for_partition", None)
     return None if db_for_partition is None else db_for_partition(partition)
+
 
 _INFLIGHT = "_leadscore_inflight"
 _UNPERSISTED = "_leadscore_unpersisted_offsets"

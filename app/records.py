@@ -10,7 +10,9 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from app.access import SCOPES, KeyRecord
+from app.automations import AutomationModel
 from app.origins import Origin
+from core.automation import AutomationRule
 from core.config import DEFAULT_RULES, Rule, ScoringConfig, StageThresholds
 from core.lead import HistoryRow, LeadView
 from core.timeutil import format_timestamp
@@ -83,6 +85,7 @@ class ProjectRecord(BaseModel):
     keys: list[KeyRecord] = Field(default_factory=list)
     rules: dict[str, RuleModel] = Field(default_factory=default_rules)
     settings: ProjectSettings = Field(default_factory=ProjectSettings)
+    automations: list[AutomationModel] = Field(default_factory=list)  # SPEC 9
     version: int = 1
     createdAt: str = ""
 
@@ -124,6 +127,14 @@ class ProjectRecord(BaseModel):
             daily_rate=self.settings.dailyRate,
         )
 
+    @cached_property
+    def active_automations(self) -> list[AutomationRule]:
+        return [a.core for a in self.automations if a.active]
+
+    @cached_property
+    def automation_by_id(self) -> dict[str, AutomationModel]:
+        return {a.id: a for a in self.automations}
+
     def to_wire(self) -> bytes:
         """The record on the projects topic, checked to parse back to itself: a record that
         does not would stop every process tailing the compacted topic, for ever."""
@@ -156,7 +167,7 @@ class ProjectRecord(BaseModel):
         return cls.model_validate(doc)
 
     def public(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude={"keys"})
+        return self.model_dump(mode="json", exclude={"keys", "automations"})
 
 
 def history_row_json(row: HistoryRow) -> dict[str, Any]:

@@ -99,6 +99,43 @@ class Settings:
     key_usage_flush: float = 10.0
     """LEADSCORE_KEY_USAGE_FLUSH: seconds between writes of keys' "last used" times (batched,
     never a write per request)."""
+    max_automations_per_project: int = 50
+    """LEADSCORE_MAX_AUTOMATIONS: most automation rules one project may hold (SPEC 9)."""
+    automation_max_age: float = 86_400.0
+    """LEADSCORE_AUTOMATION_MAX_AGE: seconds; a firing whose causing event is older than this
+    when it is decided is recorded as `skipped` and never delivered (SPEC 9 maxTriggerAge)."""
+    delivery_attempts: int = 10
+    """LEADSCORE_DELIVERY_ATTEMPTS: attempts of a delivery before it is `failed`."""
+    delivery_backoff: float = 60.0
+    """LEADSCORE_DELIVERY_BACKOFF: seconds before the 2nd attempt; doubles each time (with
+    jitter, at least half of it), up to LEADSCORE_DELIVERY_BACKOFF_MAX."""
+    delivery_backoff_max: float = 3600.0
+    """LEADSCORE_DELIVERY_BACKOFF_MAX: longest wait between two attempts, in seconds."""
+    delivery_timeout: float = 10.0
+    """LEADSCORE_DELIVERY_TIMEOUT: seconds one attempt may take (connect to answer)."""
+    delivery_concurrency: int = 64
+    """LEADSCORE_DELIVERY_CONCURRENCY: deliveries in flight per process, all destinations."""
+    delivery_per_destination: int = 8
+    """LEADSCORE_DELIVERY_PER_DESTINATION: deliveries in flight per process to one host."""
+    delivery_poll: float = 1.0
+    """LEADSCORE_DELIVERY_POLL: seconds between looks for due retries (new firings decided by
+    this process are picked up at once)."""
+    breaker_failures: int = 5
+    """LEADSCORE_BREAKER_FAILURES: consecutive failures that open a destination's breaker."""
+    breaker_cooldown: float = 30.0
+    """LEADSCORE_BREAKER_COOLDOWN: seconds a destination stays paused before one trial."""
+    smtp_host: str = ""
+    """SMTP_HOST: server for `email` actions; empty: e-mail actions fail with that reason."""
+    smtp_port: int = 587
+    """SMTP_PORT: port of the SMTP server."""
+    smtp_tls: str = "starttls"
+    """SMTP_TLS: `starttls` (default), `tls` (implicit, port 465) or `none`."""
+    smtp_user: str = ""
+    """SMTP_USER: login, if the server needs one."""
+    smtp_password: str = ""
+    """SMTP_PASSWORD: password of SMTP_USER."""
+    smtp_from: str = "leadscore@localhost"
+    """SMTP_FROM: sender address of automation e-mails."""
     max_message_bytes: int = 900_000
     """LEADSCORE_MAX_MESSAGE_BYTES: largest message leadscore produces to its own topics; bigger
     outputs (a lead change rewriting thousands of history rows, a merge's events) are split.
@@ -141,6 +178,23 @@ class Settings:
             login_window=float(_env("LEADSCORE_LOGIN_WINDOW", "900")),
             max_keys_per_project=int(_env("LEADSCORE_MAX_KEYS", "50")),
             key_usage_flush=float(_env("LEADSCORE_KEY_USAGE_FLUSH", "10")),
+            max_automations_per_project=int(_env("LEADSCORE_MAX_AUTOMATIONS", "50")),
+            automation_max_age=float(_env("LEADSCORE_AUTOMATION_MAX_AGE", "86400")),
+            delivery_attempts=int(_env("LEADSCORE_DELIVERY_ATTEMPTS", "10")),
+            delivery_backoff=float(_env("LEADSCORE_DELIVERY_BACKOFF", "60")),
+            delivery_backoff_max=float(_env("LEADSCORE_DELIVERY_BACKOFF_MAX", "3600")),
+            delivery_timeout=float(_env("LEADSCORE_DELIVERY_TIMEOUT", "10")),
+            delivery_concurrency=int(_env("LEADSCORE_DELIVERY_CONCURRENCY", "64")),
+            delivery_per_destination=int(_env("LEADSCORE_DELIVERY_PER_DESTINATION", "8")),
+            delivery_poll=float(_env("LEADSCORE_DELIVERY_POLL", "1")),
+            breaker_failures=int(_env("LEADSCORE_BREAKER_FAILURES", "5")),
+            breaker_cooldown=float(_env("LEADSCORE_BREAKER_COOLDOWN", "30")),
+            smtp_host=_env("SMTP_HOST", ""),
+            smtp_port=int(_env("SMTP_PORT", "587")),
+            smtp_tls=_smtp_tls(_env("SMTP_TLS", "starttls")),
+            smtp_user=_env("SMTP_USER", ""),
+            smtp_password=_env("SMTP_PASSWORD", ""),
+            smtp_from=_env("SMTP_FROM", "leadscore@localhost"),
             max_rules=int(_env("LEADSCORE_MAX_RULES", "500")),
             produce_timeout=float(_env("LEADSCORE_PRODUCE_TIMEOUT", "5")),
             admin_concurrency=int(_env("LEADSCORE_ADMIN_CONCURRENCY", "2")),
@@ -171,6 +225,12 @@ ROLES = ("worker", "ingest", "sink")
 def _role(value: str) -> str:
     if value not in ROLES:
         raise ValueError(f"LEADSCORE_ROLE must be one of {', '.join(ROLES)}, not {value!r}")
+    return value
+
+
+def _smtp_tls(value: str) -> str:
+    if value not in ("starttls", "tls", "none"):
+        raise ValueError(f"SMTP_TLS must be starttls, tls or none, not {value!r}")
     return value
 
 

@@ -38,6 +38,8 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.topic("lead-changes"), n, {"retention.ms": str(7 * 86_400_000)}),
         TopicSpec(settings.topic("dead-letter"), n, {"retention.ms": str(30 * 86_400_000)}),
         TopicSpec(settings.topic("projects"), 1, {"cleanup.policy": "compact"}),
+        # Automation firing candidates keyed by firing id (SPEC 9); decided once into MongoDB.
+        TopicSpec(settings.topic("automation-firings"), n, {"retention.ms": str(7 * 86_400_000)}),
         # Deployment-wide control records (the current app version / replay epoch).
         TopicSpec(settings.topic("control"), 1, {"cleanup.policy": "compact"}),
     ]

@@ -14,6 +14,9 @@
        ▼
     leadscore.lead-changes (key: lead) ──► agents.sink ──► MongoDB leads, score_history
     agents.sweep (timer) ──► leadscore.lead-changes (refresh of decayed scores)
+       │ a rule's trigger met ──► leadscore.automation-firings (key: firing id)
+       │                            └─► agents.firing: first wins (MongoDB automation_firings,
+       │                                unique _id) ──► app.delivery: webhook / Slack / SMTP
     leadscore.projects (compacted) ──► app.projects.ProjectDirectory (every worker, in memory)
        projects with their API keys (hashes, scopes): a revoked key leaves every process at once
     MongoDB users / sessions (app.users, short per-process cache), audit_log, key_usage (batched)
@@ -26,6 +29,7 @@ from faust.types import TopicT
 
 from app.audit import AuditLog
 from app.faust_app import app
+from app.firings import FiringLog
 from app.key_usage import KeyUsage
 from app.mongo import Mongo
 from app.projects import ProjectDirectory
@@ -40,6 +44,8 @@ __all__ = [
     "dead_letter_topic",
     "directory",
     "events_topic",
+    "firing_log",
+    "firings_topic",
     "key_usage",
     "lead_changes_topic",
     "mongo",
@@ -63,11 +69,13 @@ lead_changes_topic = _topic(settings.topic("lead-changes"))
 dead_letter_topic = _topic(settings.topic("dead-letter"))
 claims_topic = _topic(settings.topic("identity-claims"))
 projects_topic = _topic(settings.topic("projects"))
+firings_topic = _topic(settings.topic("automation-firings"))
 
 directory = ProjectDirectory(settings)
 app.service(directory)  # type: ignore[arg-type]
 mongo = Mongo(settings)
 users = UserStore(mongo, settings)
 audit_log = AuditLog(mongo)
+firing_log = FiringLog(mongo)
 key_usage = KeyUsage(mongo, settings)
 app.service(key_usage)  # type: ignore[arg-type]

@@ -18,6 +18,7 @@ else:
         "agents.scoring",
         "agents.identity",
         "agents.sweep",
+        "agents.firing",
         "web.security",
         "web.events",
         "web.aliases",
@@ -31,6 +32,7 @@ else:
         "web.admin",
         "web.stream",
         "web.dashboard.pages",
+        "web.automations",
     ]
     if settings.sink_enabled:
         _MODULES.append("agents.sink")

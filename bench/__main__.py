@@ -1,4 +1,5 @@
-"""`python -m bench [--quick] [--keep] [--no-doc] [--doc] [--render JSON]`: docs/PERFORMANCE.md."""
+"""`python -m bench [--quick] [--only automation] [--keep] [--no-doc] [--doc] [--render JSON]`:
+docs/PERFORMANCE.md."""
 
 from __future__ import annotations
 
@@ -64,6 +65,11 @@ def _mongo_server(url: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes, about a minute")
+    parser.add_argument(
+        "--only",
+        choices=["automation"],
+        help="run one group of rows only (never rewrites docs/PERFORMANCE.md)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep topics, databases, state")
     parser.add_argument("--no-doc", action="store_true", help="do not rewrite docs/PERFORMANCE.md")
     parser.add_argument(
@@ -103,6 +109,7 @@ def main() -> None:
             info.mongo_url,
             _services,
             _kafka_log_dirs(broker_pids),
+            only=args.only,
         )
         log(f"run {suite.run_id}: Kafka {info.bootstrap_servers}, MongoDB {info.mongo_url}")
         try:
@@ -128,7 +135,7 @@ def main() -> None:
             "errors": suite.errors,
         }
         report.write_json(out)
-        if not args.no_doc and (not args.quick or args.doc):
+        if not args.no_doc and not args.only and (not args.quick or args.doc):
             log(f"updated {report.update_doc(out).relative_to(report.ROOT)}")
         print(report.render(out))
         log(f"results: {out['jsonFile']} ({out['durationSeconds']:.0f} s)")

@@ -142,6 +142,7 @@ class Suite:
     errors: dict[str, str] = field(default_factory=dict)
     deployments: list[Deployment] = field(default_factory=list)
     extra_pids: dict[str, int] = field(default_factory=dict)
+    only: str | None = None  # run one group of rows (`python -m bench --only automation`)
 
     @property
     def workdir(self) -> Path:
@@ -166,11 +167,15 @@ class Suite:
         self.probe = OffsetProbe(self.bootstrap)
         await self.probe.start()
         try:
+            if self.only == "automation":
+                await self._phase("automation", self.automation_deployments, top=True)
+                return
             await self._phase("score", self.score_deployment, top=True)
             await self._phase("inorder", self.inorder_deployment, top=True)
             if self.sizes.deep:
                 await self._phase("deep", self.deep_deployment, top=True)
             await self._phase("mat", self.mat_deployment, top=True)
+            await self._phase("automation", self.automation_deployments, top=True)
         finally:
             await self.probe.stop()
 
@@ -261,6 +266,12 @@ class Suite:
 
         r.stop()
         await self._phase("http", self.http_ingest)
+
+    async def automation_deployments(self) -> None:
+        """(9) automation: rules' cost to scoring, delivery rate, 202-to-receiver latency."""
+        from bench.automation import run_automation
+
+        await run_automation(self)
 
     async def inorder_deployment(self) -> None:
         s = self.sizes

@@ -25,6 +25,7 @@ from faust.types import TableT
 
 from app import faults
 from app.faust_app import app
+from app.faust_patches import partition_db
 from app.settings import settings
 from core.config import ScoringConfig
 from core.lead import EventFact, LeadSummary, LeadView, lead_view
@@ -204,9 +205,9 @@ class LeadStore:
         self, partition: int, start: bytes, *, backwards: bool = False
     ) -> Iterator[tuple[bytes, bytes]]:
         store: Any = self.table.data
-        db_for_partition = getattr(store, "_db_for_partition", None)
-        if db_for_partition is not None:  # rocksdb:// — a real range scan
-            yield from db_for_partition(partition).items(from_key=start, backwards=backwards)
+        db = partition_db(store, partition)
+        if db is not None:  # rocksdb:// — a real range scan
+            yield from db.items(from_key=start, backwards=backwards)
             return
         # memory:// (unit tests): same order, by sorting
         keys = sorted(store.data, reverse=backwards)

@@ -17,6 +17,7 @@ from faust.web import Request, Response
 
 from app.batch_send import send_in_batches
 from app.clock import now_us
+from app.faust_patches import aiokafka_producer
 from app.partitioning import partition_for
 from app.records import ProjectRecord
 from app.settings import settings
@@ -79,7 +80,7 @@ async def _produce(events: list[Event]) -> None:
     try:
         await asyncio.wait_for(
             send_in_batches(
-                app.producer._ensure_producer(),  # type: ignore[attr-defined]  # Faust's aiokafka
+                aiokafka_producer(app),
                 events_topic.get_topic_name(),
                 records,
             ),

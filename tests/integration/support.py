@@ -516,6 +516,8 @@ async def login(api: Api, email: str, password: str) -> str:
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
 @dataclass
 class RawReply:
     status: int
@@ -547,9 +549,7 @@ async def raw_http(
     head = [method + b" " + target + b" HTTP/1.1", b"Host: " + (url.host or "").encode()]
     head += [name + b": " + value for name, value in headers]
     head += [b"Content-Length: " + str(length).encode(), b"Connection: close"]
-    reader, writer = await asyncio.wait_for(
-        asyncio.open_connection(url.host, url.port), timeout
-    )
+    reader, writer = await asyncio.wait_for(asyncio.open_connection(url.host, url.port), timeout)
     try:
         writer.write(b"\r\n".join(head) + b"\r\n\r\n" + body)
         await writer.drain()

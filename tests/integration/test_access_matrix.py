@@ -128,6 +128,16 @@ ROWS: dict[tuple[str, str], Row] = {
     ("POST", "/app/login"): Row("public", 422),  # no e-mail and password in the form
     ("POST", "/app/logout"): Row("public", 303),  # ends the cookie's session only
     ("GET", "/app/static/{name}"): Row("public", 200),
+    ("GET", "/api/automations"): Row("read", 200),
+    ("POST", "/api/automations"): Row("rules", 422, {"name": ""}),
+    ("GET", "/api/automations/{automation_id}"): Row("read", 404),
+    ("PUT", "/api/automations/{automation_id}"): Row("rules", 404, {"name": ""}),
+    ("DELETE", "/api/automations/{automation_id}"): Row("rules", 404),
+    ("POST", "/api/automations/{automation_id}/test"): Row("rules", 404),
+    ("GET", "/api/automations/{automation_id}/firings"): Row("read", 404),
+    ("POST", "/api/automations/{automation_id}/redeliver"): Row("rules", 404),
+    ("GET", "/api/firings/{firing_id}"): Row("read", 404),
+    ("POST", "/api/firings/{firing_id}/redeliver"): Row("rules", 404),
 }
 PATH_VALUES = {
     "lead_id": LEAD,
@@ -135,6 +145,8 @@ PATH_VALUES = {
     "key_id": NO_KEY,
     "email": NOBODY,
     "name": "app.js",
+    "automation_id": "aut_0000000000000000",
+    "firing_id": "fir_00000000000000000000000000000000",
 }
 
 _ROUTES_SCRIPT = """

@@ -1,0 +1,244 @@
+"""Automation (SPEC 9), the pure part: which rules fire for a change of a lead, under which firing
+id, and when a failed delivery is tried again.
+
+No I/O and no clock: the caller passes the lead's state just before and just after a change (both
+at `now`) and `now` itself, so every decision is exact in tests and the same on every worker.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from core.config import ScoringConfig
+from core.lead import LeadSummary, LeadView, current_score
+from core.scoring import report, stage_for
+from core.timeutil import US_PER_SECOND, format_timestamp
+
+__all__ = [
+    "STAGES",
+    "AutomationRule",
+    "Breaker",
+    "Cause",
+    "Conditions",
+    "Firing",
+    "LeadMoment",
+    "Trigger",
+    "backoff_delay",
+    "firing_id",
+    "firings_for",
+    "moment_after",
+    "moment_before",
+    "retryable_status",
+    "rule_fires",
+]
+
+STAGES = ("cold", "warm", "hot", "qualified")
+_RANK = {s: i for i, s in enumerate(STAGES)}
+
+
+@dataclass(frozen=True, slots=True)
+class Trigger:
+    kind: str  # stage_reached | score_crossed | event
+    stage: str | None = None
+    threshold: float | None = None
+    event_type: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Conditions:
+    min_score: float | None = None
+    min_velocity: int | None = None
+    stages: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AutomationRule:
+    id: str
+    trigger: Trigger
+    conditions: Conditions = field(default_factory=Conditions)
+
+
+@dataclass(frozen=True, slots=True)
+class LeadMoment:
+    """What a trigger compares: the lead's current state at `now` (score rounded as shown)."""
+
+    score: float
+    stage: str
+    velocity: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Cause:
+    """The event that caused the change; for a merge, rebuild or rescore, the lead's latest."""
+
+    event_id: str
+    timestamp: int
+    event_type: str | None = None
+
+    @property
+    def day(self) -> str:
+        return format_timestamp(self.timestamp)[:10]
+
+
+@dataclass(frozen=True, slots=True)
+class Firing:
+    firing_id: str
+    rule_id: str
+    day: str
+    cause: Cause
+    stale: bool  # the cause is older than maxTriggerAge: recorded as skipped, never delivered
+
+
+NEW_LEAD = LeadMoment(0.0, "cold", 0)
+
+
+def moment_before(summary: LeadSummary | None, config: ScoringConfig, now: int) -> LeadMoment:
+    """The lead just before a change, from the summary the caller already holds (no table read;
+    velocity is not needed before: conditions hold just after the change)."""
+    if summary is None or summary.last_timestamp is None:
+        return NEW_LEAD
+    score = current_score(summary, now, config)
+    return LeadMoment(report(score), stage_for(score, config.thresholds))
+
+
+def moment_after(view: LeadView) -> LeadMoment:
+    return LeadMoment(view.current_score, view.lead_stage, view.velocity_score)
+
+
+def firing_id(project_id: str, rule_id: str, lead_id: str, day: str) -> str:
+    """Stable for `(project, rule, canonical lead, UTC day)`: every worker, every replay epoch and
+    every rescore derives the same id, so one unique index decides "already fired" for ever."""
+    digest = hashlib.sha256("\x1f".join((project_id, rule_id, lead_id, day)).encode()).hexdigest()
+    return "fir_" + digest[:32]
+
+
+def rule_fires(
+    rule: AutomationRule, before: LeadMoment, after: LeadMoment, applied_event_type: str | None
+) -> bool:
+    t = rule.trigger
+    if t.kind == "stage_reached":
+        target = _RANK[t.stage or "qualified"]
+        fired = _RANK[after.stage] >= target > _RANK[before.stage]
+    elif t.kind == "score_crossed":
+        threshold = t.threshold if t.threshold is not None else 0.0
+        fired = after.score >= threshold > before.score
+    elif t.kind == "event":
+        fired = applied_event_type is not None and applied_event_type == t.event_type
+    else:
+        raise ValueError(f"unknown trigger kind {t.kind!r}")
+    return fired and _conditions_hold(rule.conditions, after)
+
+
+def _conditions_hold(c: Conditions, after: LeadMoment) -> bool:
+    if c.min_score is not None and after.score < c.min_score:
+        return False
+    if c.min_velocity is not None and after.velocity < c.min_velocity:
+        return False
+    return c.stages is None or after.stage in c.stages
+
+
+def firings_for(
+    project_id: str,
+    lead_id: str,
+    rules: Iterable[AutomationRule],
+    before: LeadMoment,
+    after: LeadMoment,
+    cause: Cause | None,
+    *,
+    applied_event_type: str | None,
+    now: int,
+    max_age_us: int,
+) -> list[Firing]:
+    """The firing candidates of one change. `applied_event_type` is the type of the event the
+    change applied (None for a merge, rebuild or rescore: those apply no new event). A lead
+    without any event (no cause) fires nothing."""
+    if cause is None:
+        return []
+    fired = [r for r in rules if rule_fires(r, before, after, applied_event_type)]
+    if not fired:
+        return []
+    day = cause.day
+    stale = now - cause.timestamp > max_age_us
+    return [
+        Firing(firing_id(project_id, r.id, lead_id, day), r.id, day, cause, stale) for r in fired
+    ]
+
+
+# -- delivery ----------------------------------------------------------------------------------
+
+
+def retryable_status(status: int) -> bool:
+    """SPEC 9: 408, 429 and 5xx are tried again; any other non-2xx fails at once."""
+    return status in (408, 429) or 500 <= status <= 599
+
+
+def backoff_delay(
+    attempt: int,
+    base: float,
+    cap: float,
+    retry_after: float | None = None,
+    rng: random.Random | None = None,
+) -> float:
+    """Seconds before attempt `attempt + 1`, after `attempt` failed ones (1-based): exponential,
+    capped, with "equal jitter" (half fixed, half random) so retries of many firings spread out
+    but never come sooner than half the nominal delay; a receiver's Retry-After is a floor."""
+    nominal = min(cap, base * 2 ** max(0, attempt - 1))
+    jittered = nominal / 2 + (rng or random).uniform(0, nominal / 2)
+    if retry_after is not None:
+        jittered = max(jittered, min(retry_after, cap))
+    return jittered
+
+
+@dataclass(slots=True)
+class Breaker:
+    """A circuit breaker for one destination: closed → open after `threshold` consecutive
+    failures; open for `cooldown` seconds, then half-open (one trial at a time); a success
+    closes it, a failure re-opens it. Deliveries to an open destination are postponed, not
+    dropped. Time is passed in (seconds, monotonic), so this is tested without sleeping."""
+
+    threshold: int
+    cooldown: float
+    failures: int = 0
+    opened_at: float | None = None
+    trial: bool = False
+
+    def allow(self, now: float) -> bool:
+        if self.opened_at is None:
+            return True
+        if now - self.opened_at < self.cooldown or self.trial:
+            return False
+        self.trial = True  # half-open: let exactly one attempt through
+        return True
+
+    def retry_at(self, now: float) -> float:
+        """When a postponed delivery should look again."""
+        if self.opened_at is None:
+            return now
+        return max(now + 1.0, self.opened_at + self.cooldown)
+
+    def success(self) -> None:
+        self.failures, self.opened_at, self.trial = 0, None, False
+
+    def failure(self, now: float) -> None:
+        self.failures += 1
+        self.trial = False
+        if self.opened_at is not None or self.failures >= self.threshold:
+            self.opened_at = now
+
+    @property
+    def state(self) -> str:
+        if self.opened_at is None:
+            return "closed"
+        return "half-open" if self.trial else "open"
+
+
+def max_age_us(seconds: float) -> int:
+    return int(seconds * US_PER_SECOND)
+
+
+def schedule_total(attempts: int, base: float, cap: float) -> Sequence[float]:
+    """Nominal gaps between `attempts` attempts (without jitter): for the README and tests."""
+    return [min(cap, base * 2 ** max(0, n - 1)) for n in range(1, attempts)]

@@ -1,0 +1,214 @@
+"""SPEC 9 delivery on real receivers: retries with backoff, Retry-After, 4xx fails at once and
+is redelivered, a dead destination fails after its attempts and is redelivered with its rule,
+a hanging destination slows neither scoring nor a healthy destination, and the test endpoint.
+
+The worker runs a fast schedule (LEADSCORE_DELIVERY_BACKOFF=0.3 s, 4 attempts); the default
+schedule (at least 8 attempts over at least an hour) is checked in tests/unit.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from tests.integration.automation_support import (
+    TODAY,
+    Behaviour,
+    Receiver,
+    create_rule,
+    event,
+    wait_firings,
+)
+from tests.integration.support import ROOT, Api, eventually, free_port
+
+pytestmark = pytest.mark.integration
+
+SECRET = "delivery-secret-0123456789"
+
+
+def webhook(url: str) -> dict[str, Any]:
+    return {"type": "webhook", "url": url, "secret": SECRET}
+
+
+async def signup_rule(api: Api, name: str, url: str) -> dict[str, Any]:
+    return await create_rule(
+        api,
+        {
+            "name": name,
+            "trigger": {"kind": "event", "eventType": "signup"},
+            "action": webhook(url),
+        },
+    )
+
+
+async def firing_of(api: Api, firing_id: str) -> dict[str, Any]:
+    status, body = await api.get(f"/api/firings/{firing_id}")
+    assert status == 200, body
+    return dict(body)
+
+
+async def test_a_receiver_failing_twice_gets_the_firing_on_the_third_attempt(
+    auto_api: Api, receiver: Receiver
+) -> None:
+    url = receiver.on("/flaky", Behaviour(fail=2, status=503))
+    rule = await signup_rule(auto_api, "flaky", url)
+    await auto_api.send_events([event("f", "signup", f"{TODAY}T09:00:00Z", "f1")])
+    [done] = await wait_firings(auto_api, rule["id"], 1, status="delivered")
+    detail = await firing_of(auto_api, done["id"])
+    assert [a["status"] for a in detail["attempts"]] == [503, 503, 200]
+    assert detail["attempts"][0]["error"] == "HTTP 503"
+    assert len(receiver.distinct("/flaky")) == 1  # one firing id, three requests
+    assert len(receiver.at("/flaky")) == 3
+
+
+async def test_429_is_retried_no_sooner_than_retry_after(auto_api: Api, receiver: Receiver) -> None:
+    url = receiver.on("/busy", Behaviour(fail=1, status=429, retry_after="1"))
+    rule = await signup_rule(auto_api, "busy", url)
+    await auto_api.send_events([event("r", "signup", f"{TODAY}T09:00:00Z", "r1")])
+    [done] = await wait_firings(auto_api, rule["id"], 1, status="delivered")
+    first, second = (await firing_of(auto_api, done["id"]))["attempts"]
+    assert first["status"] == 429 and second["status"] == 200
+    gap = datetime.fromisoformat(second["at"]) - datetime.fromisoformat(first["at"])
+    # the fast schedule alone would retry after 0.15-0.3 s; Retry-After: 1 is a floor
+    assert gap.total_seconds() >= 1.0
+
+
+async def test_a_4xx_fails_at_once_and_is_redelivered_on_request(
+    auto_api: Api, receiver: Receiver
+) -> None:
+    url = receiver.on("/reject", Behaviour(fail=1, status=400))
+    rule = await signup_rule(auto_api, "reject", url)
+    await auto_api.send_events([event("x", "signup", f"{TODAY}T09:00:00Z", "x1")])
+    [failed] = await wait_firings(auto_api, rule["id"], 1, status="failed")
+    detail = await firing_of(auto_api, failed["id"])
+    assert [a["status"] for a in detail["attempts"]] == [400]
+    status, body = await auto_api.post(f"/api/firings/{failed['id']}/redeliver")
+    assert status == 202, body
+    await wait_firings(auto_api, rule["id"], 1, status="delivered")
+    assert [a["status"] for a in (await firing_of(auto_api, failed["id"]))["attempts"]] == [
+        400,
+        200,
+    ]
+    status, body = await auto_api.post(f"/api/firings/{failed['id']}/redeliver")
+    assert status == 409, body  # delivered: nothing to redeliver
+
+
+async def test_a_dead_destination_fails_after_its_attempts_and_its_rule_is_redelivered(
+    auto_api: Api,
+) -> None:
+    port = free_port()  # nobody listens here yet
+    rule = await signup_rule(auto_api, "down", f"http://127.0.0.1:{port}/hook")
+    await auto_api.send_events(
+        [
+            event("d1", "signup", f"{TODAY}T09:00:00Z", "d1"),
+            event("d2", "signup", f"{TODAY}T09:00:00Z", "d2"),
+        ]
+    )
+    failed = await wait_firings(auto_api, rule["id"], 2, status="failed")
+    for f in failed:
+        attempts = (await firing_of(auto_api, f["id"]))["attempts"]
+        assert len(attempts) == 4 and all(a["error"].startswith("network") for a in attempts)
+    late = Receiver(port=port)
+    await late.start()
+    try:
+        status, body = await auto_api.post(f"/api/automations/{rule['id']}/redeliver")
+        assert status == 202 and body == {"redelivering": 2}, body
+        await wait_firings(auto_api, rule["id"], 2, status="delivered")
+        assert set(late.distinct("/hook")) == {f["id"] for f in failed}
+    finally:
+        await late.stop()
+
+
+async def test_a_hanging_destination_slows_neither_scoring_nor_a_healthy_destination(
+    auto_api: Api, receiver: Receiver
+) -> None:
+    hang = Receiver()
+    await hang.start()
+    try:
+        hanging = await signup_rule(auto_api, "hangs", hang.on("/hang", Behaviour(hang=True)))
+        healthy = await signup_rule(auto_api, "healthy", receiver.url("/healthy"))
+        await auto_api.send_events(
+            [event(f"h{n}", "signup", f"{TODAY}T09:00:00Z", f"h{n}") for n in range(12)]
+        )
+        # every healthy firing is delivered while the hanging receiver still holds requests
+        await wait_firings(auto_api, healthy["id"], 12, status="delivered")
+        assert hang.at("/hang"), "the hanging destination was tried"
+        assert not any(f["status"] == "delivered" for f in await _all(auto_api, hanging["id"]))
+        # and scoring goes on
+        await auto_api.send_events([event("after", "demo_request", f"{TODAY}T09:30:00Z")])
+        await eventually(lambda: auto_api.get("/api/leads/after"), lambda r: r[0] == 200)
+    finally:
+        await hang.stop()
+
+
+async def _all(api: Api, rule_id: str) -> list[dict[str, Any]]:
+    status, body = await api.get(f"/api/automations/{rule_id}/firings")
+    assert status == 200, body
+    return list(body["firings"])
+
+
+async def test_the_test_endpoint_returns_what_the_destination_answered(
+    auto_api: Api, receiver: Receiver
+) -> None:
+    ok = await signup_rule(auto_api, "ok", receiver.url("/try-ok"))
+    status, body = await auto_api.post(f"/api/automations/{ok['id']}/test")
+    assert status == 200, body
+    assert body["delivered"] is True and body["status"] == 200 and body["response"] == "ok"
+    [sample] = receiver.at("/try-ok")
+    assert sample.delivery == body["id"] and sample.json["type"] == "automation.fired"
+    broken = await signup_rule(
+        auto_api, "broken", receiver.on("/try-broken", Behaviour(fail=99, status=502))
+    )
+    status, body = await auto_api.post(f"/api/automations/{broken['id']}/test")
+    assert status == 200, body
+    assert body == {**body, "delivered": False, "status": 502, "response": "not now"}
+
+
+def readme_receiver() -> dict[str, Any]:
+    """The README's receiver example, exactly as printed there, loaded as a module."""
+    text = (ROOT / "README.md").read_text()
+    block = text.split("<!-- receiver-example:", 1)[1].split("```python\n", 1)[1]
+    code = block.split("```", 1)[0]
+    namespace: dict[str, Any] = {"__name__": "readme_receiver"}
+    exec(compile(code, "README.md", "exec"), namespace)
+    return namespace
+
+
+async def test_the_readme_receiver_example_verifies_real_deliveries(auto_api: Api) -> None:
+    example = readme_receiver()
+    secret = "readme-secret-0123456789"
+    example["SECRET"] = secret.encode()
+    app = web.Application()
+    app.router.add_post("/hook", example["hook"])
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        rule = await create_rule(
+            auto_api,
+            {
+                "name": "readme",
+                "trigger": {"kind": "event", "eventType": "signup"},
+                "action": {
+                    "type": "webhook",
+                    "url": f"http://127.0.0.1:{port}/hook",
+                    "secret": secret,
+                },
+            },
+        )
+        await auto_api.send_events([event("rd", "signup", f"{TODAY}T09:00:00Z", "rd1")])
+        [done] = await wait_firings(auto_api, rule["id"], 1, status="delivered")
+        assert example["seen"] == {done["id"]}  # accepted: the signature verified
+        # a wrong secret is refused by the example (401), so the delivery fails at once
+        example["SECRET"] = b"another-secret-entirely"
+        await auto_api.send_events([event("rd2", "signup", f"{TODAY}T09:00:00Z", "rd2")])
+        [refused] = await wait_firings(auto_api, rule["id"], 1, status="failed")
+        attempts = (await firing_of(auto_api, refused["id"]))["attempts"]
+        assert [a["status"] for a in attempts] == [401]
+        assert example["seen"] == {done["id"]}
+    finally:
+        await runner.cleanup()

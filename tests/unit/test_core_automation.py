@@ -1,0 +1,227 @@
+"""SPEC 9 in the pure core: one test per trigger row and condition, the firing id, staleness,
+and the delivery schedule (exponential, jittered, Retry-After, at least 8 attempts over at least
+an hour by default) and the circuit breaker."""
+
+from __future__ import annotations
+
+import random
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from app.settings import Settings
+from core.automation import (
+    STAGES,
+    AutomationRule,
+    Breaker,
+    Cause,
+    Conditions,
+    LeadMoment,
+    Trigger,
+    backoff_delay,
+    firing_id,
+    firings_for,
+    moment_before,
+    retryable_status,
+    rule_fires,
+)
+from core.config import default_config
+from core.lead import LeadSummary
+from core.timeutil import US_PER_DAY, US_PER_HOUR, parse_timestamp
+
+NOW = parse_timestamp("2026-11-20T12:00:00Z")
+DAY = 24 * 3600
+
+
+def stage_rule(stage: str, **conditions: object) -> AutomationRule:
+    return AutomationRule("r", Trigger("stage_reached", stage=stage), Conditions(**conditions))  # type: ignore[arg-type]
+
+
+def at(score: float, stage: str, velocity: int = 0) -> LeadMoment:
+    return LeadMoment(score, stage, velocity)
+
+
+def test_stage_reached_fires_when_the_stage_is_reached_from_below() -> None:
+    rule = stage_rule("hot")
+    assert rule_fires(rule, at(40, "warm"), at(70, "hot"), None)
+    assert rule_fires(rule, at(40, "warm"), at(120, "qualified"), None)  # at or above
+
+
+def test_stage_reached_does_not_fire_when_already_at_or_above() -> None:
+    rule = stage_rule("hot")
+    assert not rule_fires(rule, at(70, "hot"), at(80, "hot"), None)
+    assert not rule_fires(rule, at(120, "qualified"), at(70, "hot"), None)
+    assert not rule_fires(rule, at(10, "cold"), at(40, "warm"), None)
+
+
+def test_a_new_lead_counts_as_cold_before() -> None:
+    assert moment_before(None, default_config(), NOW) == LeadMoment(0.0, "cold", 0)
+    assert rule_fires(
+        stage_rule("warm"), moment_before(None, default_config(), NOW), at(30, "warm"), None
+    )
+    assert not rule_fires(stage_rule("cold"), at(0, "cold"), at(5, "cold"), None)
+
+
+def test_moment_before_is_the_current_state_decayed_to_now() -> None:
+    summary = LeadSummary("p", "l", score=100.0, last_timestamp=NOW - 9 * US_PER_DAY, event_count=1)
+    before = moment_before(summary, default_config(), NOW)
+    assert before.stage == "hot" and before.score == 90.25  # two days of 5 % after the grace
+
+
+def test_score_crossed_compares_the_rounded_score() -> None:
+    rule = AutomationRule("r", Trigger("score_crossed", threshold=50))
+    assert rule_fires(rule, at(49.99, "warm"), at(50.0, "warm"), None)
+    assert not rule_fires(rule, at(50.0, "warm"), at(80, "hot"), None)
+    assert not rule_fires(rule, at(20, "cold"), at(49.99, "warm"), None)
+
+
+def test_event_fires_on_an_applied_event_of_that_type_only() -> None:
+    rule = AutomationRule("r", Trigger("event", event_type="demo_request"))
+    assert rule_fires(rule, at(0, "cold"), at(50, "warm"), "demo_request")
+    assert not rule_fires(rule, at(0, "cold"), at(50, "warm"), "page_view")
+    assert not rule_fires(rule, at(0, "cold"), at(50, "warm"), None)  # a merge applies none
+
+
+def test_conditions_must_all_hold_just_after_the_change() -> None:
+    trigger = Trigger("event", event_type="x")
+    after = at(70, "hot", velocity=3)
+    assert rule_fires(
+        AutomationRule("r", trigger, Conditions(70, 3, ("hot",))), at(0, "cold"), after, "x"
+    )
+    assert not rule_fires(
+        AutomationRule("r", trigger, Conditions(min_score=70.01)), at(0, "cold"), after, "x"
+    )
+    assert not rule_fires(
+        AutomationRule("r", trigger, Conditions(min_velocity=4)), at(0, "cold"), after, "x"
+    )
+    assert not rule_fires(
+        AutomationRule("r", trigger, Conditions(stages=("qualified",))), at(0, "cold"), after, "x"
+    )
+
+
+def test_decay_alone_never_fires_a_rise() -> None:
+    # decay only lowers a score: no change it makes can reach a stage or cross upwards
+    for stage in STAGES:
+        assert not rule_fires(stage_rule(stage), at(120, "qualified"), at(95, "hot"), None)
+
+
+def test_the_firing_id_is_per_project_rule_lead_and_day() -> None:
+    base = firing_id("p", "r", "l", "2026-11-20")
+    assert base == firing_id("p", "r", "l", "2026-11-20")
+    others = {
+        firing_id("q", "r", "l", "2026-11-20"),
+        firing_id("p", "s", "l", "2026-11-20"),
+        firing_id("p", "r", "m", "2026-11-20"),
+        firing_id("p", "r", "l", "2026-11-21"),
+        firing_id("p", "r:l", "", "2026-11-20"),  # no ambiguity from joining
+    }
+    assert base not in others and len(others) == 5
+
+
+def test_the_day_is_the_utc_date_of_the_causing_event_and_old_causes_are_stale() -> None:
+    rule = AutomationRule("r", Trigger("event", event_type="x"))
+    recent = Cause("e1", parse_timestamp("2026-11-19T23:30:00-02:00"), "x")  # 20th in UTC
+    [f] = firings_for(
+        "p",
+        "l",
+        [rule],
+        at(0, "cold"),
+        at(5, "cold"),
+        recent,
+        applied_event_type="x",
+        now=NOW,
+        max_age_us=24 * US_PER_HOUR,
+    )
+    assert f.day == "2026-11-20" and not f.stale
+    old = Cause("e2", NOW - 25 * US_PER_HOUR, "x")
+    [g] = firings_for(
+        "p",
+        "l",
+        [rule],
+        at(0, "cold"),
+        at(5, "cold"),
+        old,
+        applied_event_type="x",
+        now=NOW,
+        max_age_us=24 * US_PER_HOUR,
+    )
+    assert g.stale and g.day == "2026-11-19"
+    assert (
+        firings_for(
+            "p",
+            "l",
+            [rule],
+            at(0, "cold"),
+            at(5, "cold"),
+            None,
+            applied_event_type="x",
+            now=NOW,
+            max_age_us=1,
+        )
+        == []
+    )
+
+
+@given(before=st.floats(0, 500), after=st.floats(0, 500), threshold=st.floats(0, 500))
+def test_score_crossed_fires_exactly_when_the_threshold_is_crossed_upwards(
+    before: float, after: float, threshold: float
+) -> None:
+    rule = AutomationRule("r", Trigger("score_crossed", threshold=threshold))
+    fired = rule_fires(rule, at(before, "cold"), at(after, "cold"), None)
+    assert fired == (before < threshold <= after)
+
+
+def test_only_408_429_and_5xx_are_retried() -> None:
+    assert all(retryable_status(s) for s in (408, 429, 500, 502, 503, 599))
+    assert not any(retryable_status(s) for s in (301, 400, 401, 403, 404, 410, 422))
+
+
+@given(attempt=st.integers(1, 30), seed=st.integers(0, 2**32))
+def test_backoff_is_exponential_with_jitter_and_capped(attempt: int, seed: int) -> None:
+    nominal = min(3600.0, 60 * 2 ** (attempt - 1))
+    delay = backoff_delay(attempt, 60, 3600, rng=random.Random(seed))
+    assert nominal / 2 <= delay <= nominal
+
+
+def test_retry_after_is_a_floor_up_to_the_cap() -> None:
+    assert backoff_delay(1, 0.1, 10, retry_after=5) == 5
+    assert backoff_delay(1, 0.1, 10, retry_after=500) == 10
+
+
+def test_the_default_schedule_is_at_least_8_attempts_over_at_least_an_hour() -> None:
+    s = Settings.from_env()
+    assert s.delivery_attempts >= 8
+    shortest = sum(
+        backoff_delay(n, s.delivery_backoff, s.delivery_backoff_max, rng=_Low())
+        for n in range(1, 8)
+    )
+    assert shortest >= 3600, shortest  # even with the smallest jitter, 8 attempts span an hour
+
+
+class _Low(random.Random):
+    def uniform(self, a: float, b: float) -> float:
+        return a
+
+
+def test_the_breaker_opens_after_consecutive_failures_and_half_opens_after_the_cooldown() -> None:
+    b = Breaker(threshold=3, cooldown=10)
+    for t in range(3):
+        assert b.allow(t)
+        b.failure(t)
+    assert b.state == "open" and not b.allow(5)
+    assert b.retry_at(5) == 12
+    assert b.allow(13) and b.state == "half-open"
+    assert not b.allow(13)  # one trial at a time
+    b.failure(14)
+    assert b.state == "open" and not b.allow(20)
+    assert b.allow(24)
+    b.success()
+    assert b.state == "closed" and b.allow(24)
+
+
+def test_a_success_resets_the_failure_count() -> None:
+    b = Breaker(threshold=2, cooldown=10)
+    b.failure(0)
+    b.success()
+    b.failure(1)
+    assert b.state == "closed"
