@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 from faust.types import EventT, StreamT
 
+from agents.erasure import released
 from agents.outbox import is_current, send_command
 from app.faults import isolate
 from app.faust_app import app
@@ -51,6 +52,8 @@ async def _decide(event: EventT[bytes]) -> None:
         raise TypeError("an identity claim must be a JSON object")  # dead-lettered by isolate
     if not is_current(claim):
         return  # from an earlier epoch: the replay re-sends it
+    if released(claim, event.message.key, email_owners):
+        return  # its owner was erased (agents/erasure.py)
     pid: str = claim["projectId"]
     claimant: str = claim["claimant"]
     held = email_owners.get(event.message.key)

@@ -90,7 +90,10 @@ async def _promote(c: Command, state: LeadSummary) -> None:
         await _emit(c, state)  # its LeadChange may be what the crash lost
         return
     if state.email is not None and state.email != cmd["email"]:
-        log.warning("lead %r owns %r; ignoring promotion to %r", c.key, state.email, cmd["email"])
+        # no e-mail addresses in logs (personal data): the lead and the command's position
+        log.warning(
+            "lead %r owns another email; promotion ignored (%s@%s)", c.key, c.partition, c.offset
+        )
         return
     promoted = fill_traits(
         replace(state, pending_email=None, email_claim=(cmd["timestamp"], cmd["eventId"])),
@@ -150,7 +153,13 @@ async def _merge(c: Command, state: LeadSummary | Alias | None) -> None:
     cmd = c.body
     if isinstance(state, LeadSummary) and state.email not in (None, cmd.get("email")):
         # identified by another email: never merged away (SPEC 5)
-        log.warning("lead %r owns %r; not merged into %r", c.key, state.email, cmd["into"])
+        log.warning(
+            "lead %r owns an email; not merged into %r (%s@%s)",
+            c.key,
+            cmd["into"],
+            c.partition,
+            c.offset,
+        )
         return
     if isinstance(state, Alias) and state.canonical != cmd["into"]:
         return  # already merged elsewhere; nothing of this lead is left to move

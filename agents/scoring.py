@@ -12,6 +12,7 @@ import orjson
 from faust.types import StreamT
 
 from agents.automation import FiringRecord, candidates, send_firings
+from agents.erasure import erasures, handle_erase
 from agents.lead_commands import (
     COMMANDS_SOURCE,
     Command,
@@ -20,7 +21,7 @@ from agents.lead_commands import (
     mark_applied,
 )
 from agents.outbox import forward_event, is_current, send_claim
-from app import faults
+from app import faults, metrics
 from app.clock import now_us
 from app.faults import dead_letter, isolate
 from app.partitioning import partition_for
@@ -187,19 +188,25 @@ def _outputs_again(
 async def scoring_agent(stream: StreamT[bytes]) -> None:
     """Thin: decode, route to the owning partition, then score or run a lead command."""
     await directory.wait_loaded()
+    await erasures.wait_loaded()  # before any event: erased keys' events are dropped
     async for event in stream.events():
         message = event.message
-        # a record must never stop its partition, nor be skipped over a temporary fault
-        await isolate("scoring", message, partial(_process, message, event.value))
+        metrics.event_consumed("events" if message.topic == EVENTS_TOPIC else "lead-commands")
+        with metrics.processing_time():
+            # a record must never stop its partition, nor be skipped over a temporary fault
+            await isolate("scoring", message, partial(_process, message, event.value))
 
 
 async def _process(message: Any, value: bytes) -> None:
+    logged_at = round(message.timestamp * 1000) * 1000  # the record's Kafka timestamp, in µs
+    if message.topic == EVENTS_TOPIC and erasures.drops_record(message.key, logged_at):
+        metrics.event_scored("erased")  # not even dead-lettered: its key was erased (ADR 0020)
+        return
     try:
         body = orjson.loads(value)
     except (orjson.JSONDecodeError, TypeError) as exc:  # TypeError: no value (a tombstone)
         await dead_letter(message, f"invalid JSON: {exc}")
         return
-    logged_at = round(message.timestamp * 1000) * 1000  # the record's Kafka timestamp, in µs
     if message.topic == EVENTS_TOPIC:
         decoded_project = await _decode(message, body)
         if decoded_project is None:
@@ -221,6 +228,9 @@ async def _process(message: Any, value: bytes) -> None:
             if owner is None:
                 await dead_letter(message, "command for an unknown project")
                 return
+            if body.get("command") == "erase":
+                await handle_erase(message.key, body, message.partition)  # ADR 0020
+                return
             await handle_command(
                 Command(message.key, body, owner, message.partition, message.offset, now_us())
             )
@@ -231,6 +241,9 @@ async def _process(message: Any, value: bytes) -> None:
         decoded, project = decoded_project
         key = message.key
         logged_at = int(body.get("loggedAt", logged_at))  # the original record's
+    if erasures.drops(decoded.project_id, key.decode().split(":", 1)[1], logged_at):
+        metrics.event_scored("erased")  # logged before its key's erasure (ADR 0020)
+        return
     state = lead_store.get(key)
     if isinstance(state, Alias):
         await forward_event(
@@ -239,6 +252,7 @@ async def _process(message: Any, value: bytes) -> None:
         return
     source = (0 if message.topic == EVENTS_TOPIC else COMMANDS_SOURCE, message.offset)
     result = score_event(decoded, project, key, message.partition, now_us(), source, logged_at)
+    metrics.event_scored("duplicate" if result is None else "scored")
     if result is not None:
         changes, claim, firings = result
         faults.inject("produce")  # tests: a produce timeout after the tables were written

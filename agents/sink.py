@@ -10,6 +10,7 @@ dead-lettered alone, so it never stops the sink for other leads and projects (AD
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from functools import partial
@@ -19,7 +20,9 @@ import orjson
 from faust.types import StreamT
 from pymongo.errors import BulkWriteError
 
+from agents.erase_writes import write_in_order
 from agents.materialize import DUPLICATE_KEY, LeadUpsert, MaterializationPlan, plan_writes
+from app import metrics
 from app.faults import dead_letter, dead_letter_value, is_temporary, retry_temporary
 from app.records import VERSION_EPOCH_BITS
 from app.settings import settings
@@ -196,4 +199,6 @@ async def sink_agent(stream: StreamT[bytes]) -> None:
             if change["lead"]["version"] >> VERSION_EPOCH_BITS >= EPOCH:
                 changes.append(change)
         if changes:
-            await write_changes(changes)
+            started = time.perf_counter()
+            await write_in_order(mongo, changes, write_changes)  # erasures: ADR 0020
+            metrics.sink_batch(len(changes), time.perf_counter() - started)

@@ -69,6 +69,8 @@ async def sweep_once(now: int, previous: int | None) -> int:
             continue
         if change is None:
             continue
+        if not isinstance(lead_store.get(key), LeadSummary):
+            continue  # erased (or merged) since this scan began: its iterator saw the old state
         await retry_temporary("sweep", partial(lead_changes_topic.send, key=key, value=change))
         emitted += 1
     return emitted

@@ -60,6 +60,7 @@ def _run_worker(web_port: int | None, datadir: Path | None, loglevel: str | None
     from app.settings import Settings
 
     boot = Settings.from_env()
+    _json_logs_from_the_start(boot)
     epoch = asyncio.run(_prepare(boot))
     if epoch is not None and epoch > boot.app_version:  # a replay opened a newer epoch
         os.environ["LEADSCORE_APP_VERSION"] = str(epoch)
@@ -72,6 +73,7 @@ def _run_worker(web_port: int | None, datadir: Path | None, loglevel: str | None
 
     (settings.data_dir / settings.app_id).mkdir(parents=True, exist_ok=True)
     from app.faust_patches import unsent_messages
+    from app.logs import logging_config
     from app.worker import app
     from tables.local_state import discard_unless_stopped_cleanly, mark_stopped_cleanly
 
@@ -85,7 +87,12 @@ def _run_worker(web_port: int | None, datadir: Path | None, loglevel: str | None
     level = loglevel or settings.log_level
     _tune_gc()
     try:
-        Worker(app, loglevel=level, quiet=True).execute_from_commandline()
+        Worker(
+            app,
+            loglevel=level,
+            quiet=True,
+            logging_config=logging_config(level, settings.log_format),
+        ).execute_from_commandline()
     except SystemExit as stopped:
         if (
             stopped.code in (0, None)
@@ -94,6 +101,18 @@ def _run_worker(web_port: int | None, datadir: Path | None, loglevel: str | None
         ):
             mark_stopped_cleanly(tabledir)
         raise
+
+
+def _json_logs_from_the_start(boot: Any) -> None:
+    """With JSON logs, the lines written before Faust sets up logging (topic checks, the
+    epoch) are JSON too."""
+    import logging.config
+
+    from app.logs import logging_config
+
+    config = logging_config(boot.log_level, boot.log_format)
+    if config is not None:
+        logging.config.dictConfig(config)
 
 
 def _tune_gc() -> None:
@@ -134,6 +153,21 @@ def replay(to_datetime: datetime | None, force: bool) -> None:
         f"epoch {plan.previous_version} -> {plan.new_version}: consumer group {plan.group!r}, "
         "fresh tables and changelogs.\nStart the workers now; they rebuild everything from "
         "the events topic while MongoDB keeps serving the previous figures until overwritten."
+    )
+
+
+@main.command("purge-erased")
+def purge_erased() -> None:
+    """Remove erased leads' records from the events topic (and truncate lead-commands and
+    identity-claims), then open a new epoch: stop every process first (ADR 0020)."""
+    from app.purge import purge_erased as purge
+    from app.settings import settings
+
+    report = asyncio.run(purge(settings))
+    click.echo(
+        f"{report.erased_keys} erased keys: {report.records_dropped} of {report.records_read} "
+        f"event records removed; epoch {report.new_epoch} opened. Start the workers now; "
+        "then run `leadscore clean-versions`."
     )
 
 

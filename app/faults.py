@@ -27,6 +27,7 @@ from faust.exceptions import ProducerSendError
 from pymongo import errors as mongo_errors
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_exponential
 
+from app import metrics
 from core.events import FieldError
 
 __all__ = [
@@ -99,6 +100,8 @@ def _note_retry(consumer: str) -> Callable[[RetryCallState], None]:
         exc = state.outcome.exception() if state.outcome else None
         since = retrying.setdefault(consumer, (time.monotonic(), ""))[0]
         retrying[consumer] = (since, f"{type(exc).__name__}: {exc}")
+        if isinstance(exc, mongo_errors.PyMongoError):
+            metrics.mongo_error(consumer)
         log.warning(
             "%s: temporary fault, retry %d in %.1fs: %r",
             consumer,
@@ -189,6 +192,15 @@ async def dead_letter_value(
 ) -> None:
     from app.topology import dead_letter_topic  # the fault rules above need no Faust app
 
+    metrics.dead_letter(reason)
+    log.warning(  # the record's position (JSON logs: fields), never its content
+        "dead-lettered %s:%s@%s: %s",
+        topic,
+        partition,
+        offset,
+        metrics.dead_letter_class(reason),
+        extra={"topic": topic, "partition": partition, "offset": offset},
+    )
     await dead_letter_topic.send(
         key=key,
         value=orjson.dumps(

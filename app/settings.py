@@ -136,6 +136,13 @@ class Settings:
     """SMTP_PASSWORD: password of SMTP_USER."""
     smtp_from: str = "leadscore@localhost"
     """SMTP_FROM: sender address of automation e-mails."""
+    log_format: str = "text"
+    """LEADSCORE_LOG_FORMAT: `text` (Faust's coloured lines) or `json` (one JSON object per line,
+    with the request id of the HTTP request a line belongs to; app/logs.py)."""
+    access_log: bool = True
+    """LEADSCORE_ACCESS_LOG: `on` (default) logs one line per HTTP request (method, route
+    template, status, duration, request id) at info; `off` drops those lines (high request
+    rates), while other lines keep their request id."""
     max_message_bytes: int = 900_000
     """LEADSCORE_MAX_MESSAGE_BYTES: largest message leadscore produces to its own topics; bigger
     outputs (a lead change rewriting thousands of history rows, a merge's events) are split.
@@ -195,6 +202,11 @@ class Settings:
             smtp_user=_env("SMTP_USER", ""),
             smtp_password=_env("SMTP_PASSWORD", ""),
             smtp_from=_env("SMTP_FROM", "leadscore@localhost"),
+            log_format=_choice(
+                "LEADSCORE_LOG_FORMAT", _env("LEADSCORE_LOG_FORMAT", "text"), LOG_FORMATS
+            ),
+            access_log=_env("LEADSCORE_ACCESS_LOG", "on").lower()
+            not in ("off", "0", "false", "no"),
             max_rules=int(_env("LEADSCORE_MAX_RULES", "500")),
             produce_timeout=float(_env("LEADSCORE_PRODUCE_TIMEOUT", "5")),
             admin_concurrency=int(_env("LEADSCORE_ADMIN_CONCURRENCY", "2")),
@@ -220,6 +232,13 @@ class Settings:
 
 
 ROLES = ("worker", "ingest", "sink")
+LOG_FORMATS = ("text", "json")
+
+
+def _choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
+    return value
 
 
 def _role(value: str) -> str:

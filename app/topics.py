@@ -42,6 +42,8 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.topic("automation-firings"), n, {"retention.ms": str(7 * 86_400_000)}),
         # Deployment-wide control records (the current app version / replay epoch).
         TopicSpec(settings.topic("control"), 1, {"cleanup.policy": "compact"}),
+        # Erasures of leads (ADR 0020): kept for ever, read whole by every worker, no epoch.
+        TopicSpec(settings.topic("erasures"), 1, {"cleanup.policy": "compact"}),
     ]
 
 

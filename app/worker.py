@@ -10,15 +10,23 @@ from app.topology import app
 __all__ = ["app", "modules"]
 
 if settings.role == "ingest":  # HTTP ingest only: produces events, consumes nothing
-    _MODULES = ["web.security", "web.events", "web.aliases", "web.health"]
+    _MODULES = [
+        "web.security",
+        "web.events",
+        "web.aliases",
+        "web.health",
+        "web.metrics",
+        "web.request_ids",
+    ]
 elif settings.role == "sink":  # lead-changes -> MongoDB, in a consumer group of its own
-    _MODULES = ["web.security", "agents.sink", "web.health"]
+    _MODULES = ["web.security", "agents.sink", "web.health", "web.metrics", "web.request_ids"]
 else:
     _MODULES = [
         "agents.scoring",
         "agents.identity",
         "agents.sweep",
         "agents.firing",
+        "agents.dead_letters",
         "web.security",
         "web.events",
         "web.aliases",
@@ -33,6 +41,11 @@ else:
         "web.stream",
         "web.dashboard.pages",
         "web.automations",
+        "web.system_health",
+        "web.metrics",
+        "web.request_ids",
+        "web.dead_letters",
+        "web.data_rights",
     ]
     if settings.sink_enabled:
         _MODULES.append("agents.sink")

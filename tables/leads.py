@@ -84,6 +84,21 @@ class LeadStore:
     def put_alias(self, key: bytes, alias: Alias) -> None:
         self.table[_SUMMARY + key] = encode_alias(alias)
 
+    def erase(self, key: bytes, partition: int) -> None:
+        """Delete every row of the lead (erasure, ADR 0020): facts and events first, the
+        summary or alias last, so a crash part-way leaves a lead a redo erases again."""
+        for kind in (_FACT, _EVENT):
+            prefix = kind + lead_prefix(key)
+            doomed = []
+            for k, _ in self._scan(partition, prefix):
+                if not k.startswith(prefix):
+                    break
+                doomed.append(k)
+            for k in doomed:
+                del self.table[k]
+        if self.table.get(_SUMMARY + key) is not None:
+            del self.table[_SUMMARY + key]
+
     # -- dedup -------------------------------------------------------------------------------
     def event_source(self, key: bytes, event_id: str) -> tuple[bool, Source | None]:
         """(known, the record that added it)."""
@@ -170,11 +185,13 @@ class LeadStore:
                 yield key, state
 
     def states_of_project(
-        self, project_id: str, partition: int
+        self, project_id: str, partition: int, after: str | None = None
     ) -> Iterator[tuple[bytes, LeadSummary | Alias]]:
-        """Summaries and aliases of one project in one partition, with their lead keys."""
+        """Summaries and aliases of one project in one partition, with their lead keys, in
+        lead-key order (from the first key after `after`, when given)."""
         prefix = _SUMMARY + f"{project_id}:".encode()
-        for key, raw in self._scan(partition, prefix):
+        start = prefix if after is None else prefix + after.encode() + b"\x00"
+        for key, raw in self._scan(partition, start):
             if not key.startswith(prefix):
                 return
             yield key[1:], decode_lead(raw)

@@ -1,29 +1,24 @@
-"""Admin routes of a project: rebuild one lead, rescore all, and the invariant report."""
+"""Admin routes of a project: rebuild one lead, rescore all, and a worker's table state
+(for the invariant report, web/system_health.py)."""
 
 from __future__ import annotations
 
-import asyncio
-from collections import defaultdict
+import heapq
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import aiohttp
-from aiokafka import TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from faust.web import Request, Response
 
 from agents.outbox import send_command
-from app.records import ProjectRecord
 from app.settings import settings
-from app.topology import app, mongo
-from core.invariants import Violation, check_aliases, check_history_chain, check_lead_against_table
+from app.topology import app
+from core.lead import LeadSummary
 from tables.leads import lead_store, leads_table
-from web.base import ApiError, ApiView, path_param
+from web.base import ApiError, ApiView, path_param, query_int, query_str
+from web.metrics import consumer_lag
 
-__all__ = ["HeavyRouteGate", "RebuildView", "RescoreView", "SystemHealthView", "TableLeadsView"]
-
-LIVE = {"merged": {"$exists": False}}
+__all__ = ["HeavyRouteGate", "RebuildView", "RescoreView", "TableLeadsView", "heavy"]
 BUSY_RETRY_AFTER_SECONDS = 2
 
 
@@ -81,129 +76,61 @@ class RescoreView(ApiView):
 
 @app.page("/api/internal/table-leads")
 class TableLeadsView(ApiView):
-    """This worker's table state of the caller's project (its active partitions only)."""
+    """This worker's table state of the caller's project (its active partitions only).
+
+    With `limit` (web/system_health.py): one page, `{entries: [{key, lead | alias}], next,
+    lag}` in key order from the key after `after`, and the lag of this worker's events
+    partitions from its metrics. Without: the whole project at once (small projects, tools).
+    """
 
     async def get(self, request: Request) -> Response:
         project = await self.project(request, need="admin")
         topic = leads_table.changelog_topic.get_topic_name()
+        partitions = sorted(
+            tp.partition for tp in app.assignor.assigned_actives() if tp.topic == topic
+        )
+        if request.query.get("limit") is not None:
+            limit = query_int(request, "limit", 1000, 1, 10_000)
+            after = query_str(request, "after")
+            return self.reply(_page(project.projectId, partitions, after, limit))
         leads: dict[str, Any] = {}
         aliases: dict[str, str] = {}
-        for tp in app.assignor.assigned_actives():
-            if tp.topic != topic:
-                continue
-            for _key, state in lead_store.leads_of_project(project.projectId, tp.partition):
-                leads[state.lead_id] = {
-                    "eventCount": state.event_count,
-                    "email": state.email,
-                    "scoreAtLastEvent": state.score,
-                    "version": state.version,
-                }
-            for alias_key, alias in lead_store.aliases_of_project(project.projectId, tp.partition):
+        for partition in partitions:
+            for _key, state in lead_store.leads_of_project(project.projectId, partition):
+                leads[state.lead_id] = _table_fields(state)
+            for alias_key, alias in lead_store.aliases_of_project(project.projectId, partition):
                 aliases[alias_key] = alias.canonical
         return self.reply({"leads": leads, "aliases": aliases})
 
 
-async def _table_state(request: Request) -> tuple[dict[str, Any], dict[str, str]]:
-    """Gather the table state of every worker (each serves the partitions it owns)."""
-    urls = set(app.router.tables_metadata())
-    leads: dict[str, Any] = {}
-    aliases: dict[str, str] = {}
-    credentials = {"x-api-key", "authorization", "cookie", "x-project-id"}
-    headers = {k: v for k, v in request.headers.items() if k.lower() in credentials}
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
-        for url in urls:
-            async with http.get(
-                f"{str(url).rstrip('/')}/api/internal/table-leads", headers=headers
-            ) as r:
-                if r.status != 200:
-                    raise ApiError(503, f"worker {url} did not answer ({r.status})")
-                body = await r.json()
-                leads.update(body["leads"])
-                aliases.update(body["aliases"])
-    return leads, aliases
-
-
-async def _consumer_lag() -> dict[str, int]:
-    topic = settings.topic("events")
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await admin.start()
-    try:
-        committed = await admin.list_consumer_group_offsets(app.conf.id)
-    finally:
-        await admin.close()
-    tps = [TopicPartition(topic, p) for p in range(settings.partitions)]
-    ends = await _end_offsets(tps)
+def _table_fields(state: LeadSummary) -> dict[str, Any]:
     return {
-        str(tp.partition): max(0, ends[tp] - (committed[tp].offset if tp in committed else 0))
-        for tp in tps
+        "eventCount": state.event_count,
+        "email": state.email,
+        "scoreAtLastEvent": state.score,
+        "version": state.version,
     }
 
 
-async def _end_offsets(tps: list[TopicPartition]) -> dict[TopicPartition, int]:
-    from aiokafka import AIOKafkaConsumer
-
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await consumer.start()
-    try:
-        return dict(await consumer.end_offsets(tps))
-    finally:
-        await consumer.stop()
-
-
-@app.page("/api/admin/system-health")
-class SystemHealthView(ApiView):
-    async def get(self, request: Request) -> Response:
-        project = await self.project(request, need="admin")
-        with heavy.slot():
-            return await self._report(request, project)
-
-    async def _report(self, request: Request, project: ProjectRecord) -> Response:
-        pid = project.projectId
-        (table_leads, table_aliases), lag = await asyncio.gather(
-            _table_state(request), _consumer_lag()
+def _page(project_id: str, partitions: list[int], after: str | None, limit: int) -> dict[str, Any]:
+    streams = [
+        (
+            (key.decode().split(":", 1)[1], state)
+            for key, state in lead_store.states_of_project(project_id, partition, after)
         )
-        db = mongo.db
-        docs = [d async for d in db.leads.find({"projectId": pid, **LIVE})]
-        rows_by_lead: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        cursor = db.score_history.find({"projectId": pid}).sort(
-            [("leadId", 1), ("timestampUs", 1), ("eventId", 1)]
-        )
-        async for row in cursor:
-            rows_by_lead[row["leadId"]].append(row)
-        violations: list[Violation] = []
-        for doc in docs:
-            lead_id = doc["leadId"]
-            rows = rows_by_lead.get(lead_id, [])
-            violations += check_lead_against_table(doc, table_leads.get(lead_id), len(rows))
-            violations += check_history_chain(lead_id, rows, project.scoring)
-            ids = [r["eventId"] for r in rows]
-            if len(ids) != len(set(ids)):
-                violations.append(
-                    Violation("one_history_row_per_event", lead_id, "duplicate eventId rows")
-                )
-        live = {d["leadId"] for d in docs}
-        for lead_id in table_leads.keys() - live:
-            violations.append(
-                Violation("mongo_equals_tables", lead_id, "in a table but not in MongoDB")
-            )
-        for lead_id in rows_by_lead.keys() - live:
-            violations.append(
-                Violation("history_of_live_leads", lead_id, "history rows of no live lead")
-            )
-        violations += check_aliases(live, {d["leadId"]: d.get("aliases", []) for d in docs})
-        for alias_key in table_aliases:
-            alias_id = alias_key.split(":", 1)[1]
-            if alias_id in table_leads:
-                violations.append(
-                    Violation("canonical_or_alias", alias_id, "alias and lead in tables")
-                )
-        return self.reply(
-            {
-                "status": "HEALTHY" if not violations else "DEGRADED",
-                "projectId": pid,
-                "leadsChecked": len(docs),
-                "historyRowsChecked": sum(len(r) for r in rows_by_lead.values()),
-                "violations": [v.as_json() for v in violations],
-                "consumerLag": lag,
-            }
-        )
+        for partition in partitions
+    ]
+    entries: list[dict[str, Any]] = []
+    for lead_key, state in heapq.merge(*streams, key=lambda item: item[0]):
+        if len(entries) == limit:
+            break
+        if isinstance(state, LeadSummary):
+            entries.append({"key": lead_key, "lead": _table_fields(state)})
+        else:
+            entries.append({"key": lead_key, "alias": state.canonical})
+    lag = {str(p): n for t, p, n in consumer_lag() if t == "events"}
+    return {
+        "entries": entries,
+        "next": entries[-1]["key"] if len(entries) == limit else None,
+        "lag": lag,
+    }

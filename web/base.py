@@ -21,6 +21,7 @@ from aiokafka.errors import KafkaError
 from faust.web import Request, Response, View
 from pymongo.errors import PyMongoError
 
+from app import metrics
 from app.access import (
     LEGACY_KEY_PREFIX,
     ROLE_PERMISSIONS,
@@ -122,6 +123,7 @@ class ApiView(View):
         except ApiError as exc:
             return self.reply(exc.body, status=exc.status, headers=exc.headers)
         except PyMongoError as exc:
+            metrics.mongo_error("api")
             log.warning("MongoDB unavailable on %s %s: %r", request.method, request.path, exc)
             return self.reply(
                 {"error": "MongoDB unavailable; retry", "dependency": "mongodb"},
@@ -203,6 +205,7 @@ class ApiView(View):
         decision = rate_limits.hit(caller.limit_id, caller.publishable)
         _stash(request, RATELIMIT_HEADERS, decision.headers())
         if not decision.allowed:
+            metrics.rate_limited("publishable" if caller.publishable else caller.kind)
             raise ApiError(429, "rate limit exceeded; retry later", headers=decision.headers())
         if caller.key is not None and caller.project_id is not None:
             key_usage.used(caller.project_id, caller.key.id)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import aiohttp
 from faust.web import Request, Response
 from yarl import URL
 
+from app.access import Permission
 from app.clock import now_us
 from app.partitioning import partition_for
 from app.records import ProjectRecord, lead_json
@@ -76,7 +77,7 @@ async def _route_to_owner(
         raise ApiError(503, f"lead owner {owner} unreachable: {exc}") from None
 
 
-_FORWARDED = {"x-api-key", "authorization", "cookie", "x-project-id", "accept"}
+_FORWARDED = {"x-api-key", "authorization", "cookie", "x-project-id", "accept", "x-request-id"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,8 +95,10 @@ class _FoundLead:
 class _OwnedLeadView(ApiView):
     """A view of one lead, answered by the worker that owns it (following aliases)."""
 
+    need: ClassVar[Permission] = "read"  # the export (web/data_rights.py) needs admin
+
     async def _lead(self, request: Request, lead_id: str) -> _FoundLead | Response:
-        project = await self.project(request, need="read")
+        project = await self.project(request, need=self.need)
         path_param(lead_id, "leadId")
         requested = query_str(request, "requestedKey") or lead_id
         key = f"{project.projectId}:{lead_id}".encode()

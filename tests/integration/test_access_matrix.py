@@ -75,6 +75,7 @@ class Row:
 
 ROWS: dict[tuple[str, str], Row] = {
     ("GET", "/api/health"): Row("public", 200),
+    ("GET", "/metrics"): Row("public", 200),
     ("POST", "/api/auth/login"): Row("public", 422, {"email": NOBODY}),
     ("POST", "/api/projects"): Row("deployment", 422, {"name": ""}),
     ("POST", "/api/users"): Row("deployment", 422, {"email": "not-an-email"}),
@@ -97,6 +98,8 @@ ROWS: dict[tuple[str, str], Row] = {
     ("GET", "/api/leads/{lead_id}"): Row("read", 200, other=404),
     ("GET", "/api/leads/{lead_id}/timeline"): Row("read", 200, other=404),
     ("GET", "/api/leads/{lead_id}/intelligence"): Row("read", 200, other=404),
+    ("GET", "/api/leads/{lead_id}/export"): Row("admin", 200, other=404),
+    ("DELETE", "/api/leads/{lead_id}"): Row("admin", 202, last=True),  # erases LEAD: last
     ("GET", "/api/leaderboard"): Row("read", 200),
     ("GET", "/api/leaderboard/by-stage"): Row("read", 200),
     ("POST", "/api/admin/rebuild/{lead_id}"): Row("admin", 202),
@@ -138,8 +141,13 @@ ROWS: dict[tuple[str, str], Row] = {
     ("POST", "/api/automations/{automation_id}/redeliver"): Row("rules", 404),
     ("GET", "/api/firings/{firing_id}"): Row("read", 404),
     ("POST", "/api/firings/{firing_id}/redeliver"): Row("rules", 404),
+    ("GET", "/api/dead-letters"): Row("admin", 200),
+    ("GET", "/api/dead-letters/{dl_id}"): Row("admin", 404),
+    ("POST", "/api/dead-letters/redrive"): Row("admin", 422, {"reason": ""}),
+    ("POST", "/api/dead-letters/purge"): Row("admin", 422, {"reason": ""}),
 }
 PATH_VALUES = {
+    "dl_id": "events-0-0",
     "lead_id": LEAD,
     "event_type": "no_such_rule",
     "key_id": NO_KEY,

@@ -1,0 +1,39 @@
+"""JSON logs carry the request id of the request a line belongs to (issue #15)."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import logging.config
+
+from app.logs import logging_config, request_id
+
+
+def test_text_format_keeps_fausts_own_logging() -> None:
+    assert logging_config("info", "text") is None
+
+
+def test_json_lines_carry_the_request_id_and_extra_fields() -> None:
+    config = logging_config("info", "json")
+    assert config is not None
+    stream = io.StringIO()
+    config["handlers"]["default"]["stream"] = stream
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    try:
+        logging.config.dictConfig(config)
+        log = logging.getLogger("leadscore.test")
+        token = request_id.set("rid-1")
+        try:
+            log.info("in a request", extra={"partition": 3, "offset": 42})
+        finally:
+            request_id.reset(token)
+        log.warning("outside")
+    finally:
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+    first, second = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert first["request_id"] == "rid-1" and first["message"] == "in a request"
+    assert first["partition"] == 3 and first["offset"] == 42 and first["level"] == "INFO"
+    assert second["request_id"] is None and second["logger"] == "leadscore.test"
