@@ -204,9 +204,33 @@ async def test_dashboard_in_a_browser(
     )
     assert lead["currentScore"] == 77.0, lead
 
+    # automations (SPEC 9): a rule that nothing in this test triggers, shown with its buttons
+    status, body = await api.post(
+        "/api/automations",
+        {
+            "name": "Tell sales",
+            "trigger": {"kind": "event", "eventType": "never_sent_here"},
+            "action": {
+                "type": "webhook",
+                "url": "https://crm.example/hook",
+                "secret": "a-webhook-secret-of-some-length",
+            },
+        },
+    )
+    assert status == 201, body
     for page in ("automations", "keys", "settings", "audit", "dead-letters"):
         chromium.get(f"{base}/app/{page}")
         await asyncio.to_thread(_wait, chromium, lambda d: d.find_elements(By.TAG_NAME, "h1"))
+        if page == "automations":
+            await asyncio.to_thread(
+                _wait,
+                chromium,
+                lambda d: "Tell sales" in d.find_element(By.ID, "automations-body").text,
+            )
+        if page == "dead-letters":
+            await asyncio.to_thread(
+                _wait, chromium, lambda d: d.find_elements(By.CSS_SELECTOR, "#dead-letters-body tr")
+            )
         if page == "keys":
             await asyncio.to_thread(
                 _wait, chromium, lambda d: d.find_elements(By.CSS_SELECTOR, "#keys-body tr")
