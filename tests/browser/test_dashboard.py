@@ -236,6 +236,17 @@ async def test_dashboard_in_a_browser(
                 _wait, chromium, lambda d: d.find_elements(By.CSS_SELECTOR, "#keys-body tr")
             )
             assert "/app/static/leadscore.min.js" in _text(chromium, "sdk-snippet")
+            chromium.find_element(By.ID, "key-name").send_keys("website", Keys.ENTER)
+            await asyncio.to_thread(
+                _wait, chromium, lambda d: _text(d, "new-key-value").startswith("lsp_")
+            )
+            key = _text(chromium, "new-key-value")
+            assert f'key: "{key}"' in _text(chromium, "sdk-snippet")  # ready to paste
+            await asyncio.to_thread(
+                _wait,
+                chromium,
+                lambda d: "website" in d.find_element(By.ID, "keys-body").text,
+            )
         if page in ("automations", "keys"):
             _shot(chromium, page)
 

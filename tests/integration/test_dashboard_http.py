@@ -14,6 +14,7 @@ import orjson
 import pytest
 
 from tests.integration.support import (
+    ROOT,
     Api,
     Deployment,
     WorkerProcess,
@@ -158,3 +159,21 @@ async def test_a_user_of_several_projects_picks_one(
     assert status == 403  # a viewer there
     status, html = await page(f"/app/rules?project={second}")
     assert status == 200 and 'id="rule-form"' in html and f'data-project="{second}"' in html
+
+
+async def test_the_worker_serves_the_sdk_and_the_dashboard_files(
+    http: aiohttp.ClientSession, worker: WorkerProcess
+) -> None:
+    async with http.get(f"{worker.url}/app/static/leadscore.min.js") as resp:
+        assert resp.status == 200
+        assert "javascript" in resp.headers["Content-Type"]
+        assert resp.headers["Access-Control-Allow-Origin"] == "*"  # any website may load it
+        assert await resp.read() == (ROOT / "sdk" / "js" / "dist" / "leadscore.min.js").read_bytes()
+    for name, kind in (("app.js", "javascript"), ("app.css", "text/css")):
+        async with http.get(f"{worker.url}/app/static/{name}") as resp:
+            assert resp.status == 200 and kind in resp.headers["Content-Type"]
+    async with http.get(f"{worker.url}/app/static/..%2Fpages.py") as resp:
+        assert resp.status == 404
+    async with http.get(f"{worker.url}/app/login") as resp:
+        csp = resp.headers["Content-Security-Policy"]
+        assert "script-src 'self'" in csp and "unsafe-inline" not in csp
