@@ -46,6 +46,7 @@ def _text(driver: Any, element_id: str) -> str:
 
 def _shot(driver: Any, name: str) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    driver.execute_script("window.scrollTo(0, 0)")
     driver.save_screenshot(str(SCREENSHOTS / f"{name}.png"))
 
 

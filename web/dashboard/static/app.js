@@ -321,6 +321,7 @@
           });
           var del = el("button", { type: "button", text: "Delete", "aria-label": "Delete " + rule.eventType });
           del.addEventListener("click", function () {
+            if (!window.confirm("Delete the rule for " + rule.eventType + "? Later events of this type score 0.")) return;
             api("DELETE", "/api/rules/" + encodeURIComponent(rule.eventType)).then(function (d) {
               if (!d.ok) showError("rule-error", d); else { status("Deleted " + rule.eventType); load(); }
             });
