@@ -25,6 +25,7 @@ from tests.integration.support import (
     bearer,
     create_member,
     eventually,
+    produce_raw,
 )
 
 pytestmark = pytest.mark.integration
@@ -90,13 +91,19 @@ async def people(api: Api, deployment: Deployment, http: aiohttp.ClientSession) 
         token = await create_member(api, deployment, project["projectId"], email, PASSWORD, role)
         people[role] = email
         people[f"{role}-token"] = token
+    people["project"] = project["projectId"]
     return people
 
 
 async def test_dashboard_in_a_browser(
-    api: Api, worker: WorkerProcess, chromium: Any, people: dict[str, str]
+    api: Api,
+    worker: WorkerProcess,
+    deployment: Deployment,
+    chromium: Any,
+    people: dict[str, str],
 ) -> None:
     base = worker.url
+    project_id = people["project"]
     for event_type in ("page_view", "page_view", "signup"):  # 5 + 5 + 30 = 40: warm
         await _send(api, event_type, LEAD)
     await eventually(
@@ -219,6 +226,12 @@ async def test_dashboard_in_a_browser(
         },
     )
     assert status == 201, body
+    # a record on the events topic that is not JSON: dead-lettered, listed with its reason
+    await produce_raw(
+        deployment.bootstrap_servers,
+        f"{deployment.prefix}.events",
+        [(f"{project_id}:dash-broken".encode(), b"{not json")],
+    )
     for page in ("automations", "keys", "settings", "audit", "dead-letters"):
         chromium.get(f"{base}/app/{page}")
         await asyncio.to_thread(_wait, chromium, lambda d: d.find_elements(By.TAG_NAME, "h1"))
@@ -228,10 +241,13 @@ async def test_dashboard_in_a_browser(
                 chromium,
                 lambda d: "Tell sales" in d.find_element(By.ID, "automations-body").text,
             )
-        if page == "dead-letters":
+        if page == "dead-letters":  # the record that was not JSON, with its reason
             await asyncio.to_thread(
-                _wait, chromium, lambda d: d.find_elements(By.CSS_SELECTOR, "#dead-letters-body tr")
+                _wait,
+                chromium,
+                lambda d: "invalid JSON" in d.find_element(By.ID, "dead-letters-body").text,
             )
+            _shot(chromium, "dead-letters")
         if page == "keys":
             await asyncio.to_thread(
                 _wait, chromium, lambda d: d.find_elements(By.CSS_SELECTOR, "#keys-body tr")

@@ -478,13 +478,14 @@
       var q = form.elements.reason.value ? "?reason=" + encodeURIComponent(form.elements.reason.value) : "";
       api("GET", "/api/dead-letters" + q).then(function (r) {
         var tbody = clear($("dead-letters-body"));
-        if (!r.ok) { tbody.appendChild(el("tr", {}, el("td", { colspan: 3, text: problem(r) }))); return; }
+        if (!r.ok) { tbody.appendChild(el("tr", {}, el("td", { colspan: 4, text: problem(r) }))); return; }
         var items = r.body.deadLetters || [];
-        if (!items.length) tbody.appendChild(el("tr", {}, el("td", { colspan: 3, className: "muted", text: "no dead letters" })));
+        if (!items.length) tbody.appendChild(el("tr", {}, el("td", { colspan: 4, className: "muted", text: "no dead letters" })));
         items.forEach(function (d) {
-          var rest = Object.assign({}, d); delete rest.reason;
-          tbody.appendChild(el("tr", {}, el("td", { text: fmtTime(d.at || d.deadLetteredAt || d.timestamp) }),
-            el("td", { text: d.reason || "" }), el("td", {}, el("code", { text: JSON.stringify(rest).slice(0, 300) }))));
+          var record = (d.topic ? d.topic + " " : "") + (d.key ? d.key + " " : "") + (d.value || "");
+          tbody.appendChild(el("tr", { "data-dead-letter": d.id }, el("td", { text: fmtTime(d.deadLetteredAt) }),
+            el("td", {}, el("strong", { text: d.reasonClass || "" }), el("br"), d.reason || ""),
+            el("td", { text: d.status || "" }), el("td", {}, el("code", { text: record.slice(0, 300) }))));
         });
       });
     }
