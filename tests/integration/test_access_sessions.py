@@ -295,7 +295,8 @@ async def test_keys_issued_before_scopes_keep_working_with_every_scope(
 async def test_an_unreadable_project_record_does_not_stop_the_worker(
     http: aiohttp.ClientSession, short: tuple[Deployment, WorkerProcess]
 ) -> None:
-    """SPEC 12: the directory skips what it cannot read; every other project keeps working."""
+    """SPEC 12: the directory skips what it cannot read (and health names it, issue 10); every
+    other project keeps working."""
     deployment, proc = short
     producer = AIOKafkaProducer(bootstrap_servers=deployment.bootstrap_servers, acks="all")
     await producer.start()
@@ -305,14 +306,16 @@ async def test_an_unreadable_project_record_does_not_stop_the_worker(
     finally:
         await producer.stop()
 
-    async def skipped() -> int:
-        return proc.log_path.read_text(errors="replace").count("unreadable project record")
+    async def health() -> tuple[int, Any]:
+        async with http.get(f"{proc.url}/api/health") as resp:
+            return resp.status, await resp.json()
 
-    await eventually(skipped, lambda n: n >= 2, timeout=30)
+    status, body = await eventually(
+        health, lambda r: "prj_x" in r[1].get("skippedProjects", {}), timeout=30
+    )
+    assert status == 503 and body["status"] == "degraded", body
     _, key = await create_project(http, proc.url, deployment.admin_token, "after garbage")
     assert (await Api(http, proc.url, key).get("/api/leads"))[0] == 200
-    async with http.get(f"{proc.url}/api/health") as resp:
-        assert resp.status == 200
     assert proc.proc is not None and proc.proc.poll() is None
 
 
