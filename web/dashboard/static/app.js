@@ -241,11 +241,12 @@
   };
 
   pages.lead = function () {
-    var leadId = body.dataset.lead, path = "/api/leads/" + encodeURIComponent(leadId);
+    var leadId = body.dataset.lead, canonical = leadId, path = "/api/leads/" + encodeURIComponent(leadId);
     function loadLead() {
       return api("GET", path).then(function (r) {
         if (!r.ok) { status(problem(r)); return; }
         var l = r.body;
+        canonical = l.leadId || leadId;  // the page may be opened by an alias of the lead
         $("lead-score").textContent = fmtScore(l.currentScore);
         var stage = $("lead-stage");
         stage.textContent = l.leadStage; stage.className = "stage stage-" + l.leadStage;
@@ -299,7 +300,7 @@
     all(); loadFirings();
     var pending = null;
     live(function (n) {
-      if (n.leadId !== leadId) return;
+      if (n.leadId !== canonical && n.leadId !== leadId) return;
       $("lead-score").textContent = fmtScore(n.currentScore);
       var stage = $("lead-stage");
       stage.textContent = n.leadStage; stage.className = "stage stage-" + n.leadStage;
