@@ -285,7 +285,7 @@
         if (!r.ok || !r.body.automations) return;
         var list = $("lead-firings");
         r.body.automations.forEach(function (a) {
-          api("GET", "/api/automations/" + encodeURIComponent(a.id) + "/firings?leadId=" + encodeURIComponent(leadId)).then(function (f) {
+          api("GET", "/api/automations/" + encodeURIComponent(a.id) + "/firings?leadId=" + encodeURIComponent(canonical)).then(function (f) {
             if (!f.ok || !f.body.firings.length) return;
             var empty = list.querySelector(".muted");
             if (empty) list.removeChild(empty);
@@ -296,8 +296,8 @@
         });
       });
     }
-    function all() { loadLead(); loadIntel(); loadTimeline(); }
-    all(); loadFirings();
+    function all() { return Promise.all([loadLead(), loadIntel(), loadTimeline()]); }
+    all().then(loadFirings);
     var pending = null;
     live(function (n) {
       if (n.leadId !== canonical && n.leadId !== leadId) return;
