@@ -266,8 +266,14 @@
           ["Churn probability", i.churnProbability], ["Next best action", i.nextBestAction]]);
       });
     }
+    var timelineTries = 0;
     function loadTimeline() {
       return api("GET", path + "/timeline?limit=1000").then(function (r) {
+        if (r.status === 404 && timelineTries++ < 30) {  // a new lead: its history reaches MongoDB a moment after its score
+          $("score-chart").textContent = "history not written yet…";
+          setTimeout(loadTimeline, 1000);
+          return;
+        }
         if (!r.ok) return;
         var rows = r.body.history, tbody = clear($("timeline"));
         rows.slice().reverse().forEach(function (h) {
