@@ -601,6 +601,7 @@ def _dechunk(payload: bytes) -> bytes:
         payload = payload[size + 2 :]
     return out
 
+
 async def produce_raw(
     bootstrap_servers: str,
     topic: str,

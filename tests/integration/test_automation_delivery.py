@@ -8,9 +8,11 @@ schedule (at least 8 attempts over at least an hour) is checked in tests/unit.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 
@@ -18,11 +20,21 @@ from tests.integration.automation_support import (
     TODAY,
     Behaviour,
     Receiver,
+    SmtpServer,
     create_rule,
     event,
+    fast_delivery_env,
     wait_firings,
 )
-from tests.integration.support import ROOT, Api, eventually, free_port
+from tests.integration.support import (
+    ROOT,
+    Api,
+    Deployment,
+    create_project,
+    eventually,
+    free_port,
+    start_worker,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -212,3 +224,41 @@ async def test_the_readme_receiver_example_verifies_real_deliveries(auto_api: Ap
         assert example["seen"] == {done["id"]}
     finally:
         await runner.cleanup()
+
+
+async def test_a_failing_destination_is_paused_by_its_breaker_and_nothing_is_dropped(
+    stack: tuple[str, str], smtp: SmtpServer, tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    env = {
+        **fast_delivery_env(smtp.port),
+        "LEADSCORE_BREAKER_FAILURES": "2",
+        "LEADSCORE_BREAKER_COOLDOWN": "3600",  # stays open for the whole test
+        "LEADSCORE_DELIVERY_PER_DESTINATION": "1",  # one at a time: failures in a known order
+    }
+    worker = await start_worker(Deployment.on(stack, **env), tmp_path, "breaker")
+    down, up = Receiver(), Receiver()
+    await down.start()
+    await up.start()
+    try:
+        _, key = await create_project(http, worker.url, worker.deployment.admin_token, "breaker")
+        api = Api(http, worker.url, key)
+        failing = await signup_rule(api, "failing", down.on("/x", Behaviour(fail=99, status=503)))
+        healthy = await signup_rule(api, "healthy", up.url("/y"))
+        await api.send_events(
+            [event(f"b{n}", "signup", f"{TODAY}T09:00:00Z", f"b{n}") for n in range(5)]
+        )
+        await wait_firings(api, healthy["id"], 5, status="delivered")
+
+        def all_paused(found: list[dict[str, Any]]) -> bool:
+            far = datetime.now(UTC) + timedelta(minutes=30)
+            return len(found) == 5 and all(
+                f["status"] == "pending" and datetime.fromisoformat(f["nextAttemptAt"]) > far
+                for f in found
+            )
+
+        await eventually(lambda: _all(api, failing["id"]), all_paused, timeout=60)
+        assert len(down.at("/x")) == 2  # two failures opened it; the rest wait, none dropped
+    finally:
+        worker.stop()
+        await down.stop()
+        await up.stop()
