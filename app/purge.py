@@ -1,6 +1,6 @@
 """`leadscore purge-erased`: remove erased leads' records from the topics kept for ever (ADR 0020).
 
-With every worker stopped:
+With every worker stopped, and nothing producing to the events topic (the tool checks both):
 
 1. read the erasures topic, and copy the events topic into a new topic `{prefix}.events-purge-
    {time}` without the records the drop rule drops (same partition, key, value, headers and
@@ -191,6 +191,12 @@ async def purge_erased(settings: Settings) -> PurgeReport:
         copied = sum((await _ends(settings, temp)).values())
         if copied != written:
             raise RuntimeError(f"{temp} holds {copied} records, {written} were written; stopped")
+        if await _ends(settings, events) != before:
+            await admin.delete_topics([temp])
+            raise RuntimeError(
+                "events were produced during the purge: stop every process that produces "
+                "(ingest processes, other clients) and run it again; nothing was changed"
+            )
         await _truncate(admin, before)
         _, back = await _copy(settings, temp, events, lambda r: True)
         if back != written:
