@@ -12,10 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from typing import cast
 
 import orjson
 from aiohttp import web
 from faust.web import Request
+from multidict import CIMultiDict
 
 from app.live import LiveFeed
 from app.settings import settings
@@ -41,6 +43,7 @@ async def _read_lead_changes() -> None:
 @app.page("/api/stream")
 class StreamView(ApiView):
     async def get(self, request: Request) -> web.StreamResponse:
+        request = _with_project_query(request)
         project = await self.project(request, need="read")
         try:
             await asyncio.wait_for(_ready.wait(), READY_WAIT_SECONDS)
@@ -82,3 +85,14 @@ class StreamView(ApiView):
         with contextlib.suppress(ConnectionResetError):
             await response.write_eof()
         return response
+
+
+def _with_project_query(request: Request) -> Request:
+    """`?project=` stands for the `X-Project-Id` header: a browser's EventSource cannot send
+    headers, and a user with roles in several projects must name one."""
+    wanted = request.query.get("project")
+    if not wanted or "X-Project-Id" in request.headers:
+        return request
+    headers = CIMultiDict(request.headers)
+    headers["X-Project-Id"] = wanted
+    return cast(Request, cast(web.Request, request).clone(headers=headers))

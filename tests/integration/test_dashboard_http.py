@@ -159,6 +159,12 @@ async def test_a_user_of_several_projects_picks_one(
     assert status == 403  # a viewer there
     status, html = await page(f"/app/rules?project={second}")
     assert status == 200 and 'id="rule-form"' in html and f'data-project="{second}"' in html
+    # the live stream: a browser's EventSource names the project in the query
+    status, _ = await page("/api/stream")
+    assert status == 400  # which project?
+    async with http.get(f"{worker.url}/api/stream?project={second}", headers=session) as resp:
+        assert resp.status == 200
+        assert (await resp.content.readline()).startswith(b"retry:")
 
 
 async def test_the_worker_serves_the_sdk_and_the_dashboard_files(
