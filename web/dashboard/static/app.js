@@ -142,7 +142,7 @@
     }
     var d = points.map(function (p, i) { return (i ? "L" : "M") + sx(p.x).toFixed(1) + " " + sy(p.y).toFixed(1); }).join(" ");
     root.appendChild(svg("path", { d: d, "class": "line" }));
-    points.forEach(function (p) {
+    if (points.length <= 150) points.forEach(function (p) {  // a dot per event, while they fit
       var c = svg("circle", { cx: sx(p.x), cy: sy(p.y), r: 3, "class": "dot" });
       var title = svg("title", {});
       title.textContent = (p.label ? p.label + ": " : "") + fmtScore(p.y);
