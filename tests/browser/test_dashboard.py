@@ -13,6 +13,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.wait import WebDriverWait
@@ -38,7 +39,16 @@ WAIT = 60  # seconds any one thing may take on a busy 2-core machine
 
 
 def _wait(driver: Any, check: Callable[[Any], Any], timeout: float = WAIT) -> Any:
-    return WebDriverWait(driver, timeout, poll_frequency=0.1).until(check)
+    """Poll `check`; on timeout fail with what the page showed (and its console), to debug."""
+    try:
+        return WebDriverWait(driver, timeout, poll_frequency=0.1).until(check)
+    except TimeoutException:
+        main = driver.find_elements(By.TAG_NAME, "body")
+        shown = main[0].text[:1500] if main else ""
+        raise AssertionError(
+            f"not reached in {timeout}s on {driver.current_url}:\n{shown}\n"
+            f"console: {driver.get_log('browser')}"
+        ) from None
 
 
 def _text(driver: Any, element_id: str) -> str:
