@@ -13,7 +13,11 @@ from typing import Any
 
 import aiohttp
 import pytest
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import (
+    NoSuchElementException,
+    StaleElementReferenceException,
+    TimeoutException,
+)
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.wait import WebDriverWait
@@ -41,7 +45,13 @@ WAIT = 60  # seconds any one thing may take on a busy 2-core machine
 def _wait(driver: Any, check: Callable[[Any], Any], timeout: float = WAIT) -> Any:
     """Poll `check`; on timeout fail with what the page showed (and its console), to debug."""
     try:
-        return WebDriverWait(driver, timeout, poll_frequency=0.1).until(check)
+        return WebDriverWait(
+            driver,
+            timeout,
+            poll_frequency=0.1,
+            # the pages re-render their tables on every notice: an element read mid-way is gone
+            ignored_exceptions=(NoSuchElementException, StaleElementReferenceException),
+        ).until(check)
     except TimeoutException:
         main = driver.find_elements(By.TAG_NAME, "body")
         shown = main[0].text[:1500] if main else ""
