@@ -8,7 +8,8 @@ every record of the lead before it). There, `handle_erase`:
   deletes its table rows, has the sink delete its MongoDB documents, history rows, automation
   firings and dead letters (`erase` lead changes, keyed by each key so that they follow that
   key's earlier changes), sends `erase` to each alias and anonymous id (their own partitions),
-  and releases its e-mail in the email-owners table;
+  and gives its e-mail back to the identity agent (`release`, as a lead that cannot take an
+  email does: the first waiting claim or nobody gets it, docs/adr/0009);
 - an alias: deletes the alias (so a later event of that key starts a new lead) and, when the
   erasure was asked for with this key, erases the lead it was merged into — the same person;
 - nothing: the erasure record is enough (any event of the key logged before it is dropped).
@@ -23,18 +24,17 @@ import logging
 from typing import Any
 
 import orjson
-from faust.types import TableT
 
-from agents.outbox import send_command
+from agents.outbox import send_command, send_release
 from app.erasures import ErasureDirectory, erasure_record, key_hash
 from app.records import LEAD_CHANGE_SCHEMA, materialized_version
 from app.settings import settings
-from app.topology import app, claims_topic, lead_changes_topic
+from app.topology import app, lead_changes_topic
 from core.lead import LeadSummary
 from tables.codec import Alias
 from tables.leads import lead_store
 
-__all__ = ["erasures", "handle_erase", "release_email", "released", "request_erasure"]
+__all__ = ["erasures", "handle_erase", "request_erasure"]
 
 log = logging.getLogger(__name__)
 
@@ -100,15 +100,17 @@ async def handle_erase(key: bytes, body: dict[str, Any], partition: int) -> None
     if isinstance(state, LeadSummary):
         others = [k for k in dict.fromkeys([*state.aliases, *state.anonymous_ids]) if k != lead_key]
         await _publish(project_id, [lead_key, *others], erased_at, by)
-        email = state.email or state.pending_email
         lead_store.erase(key, partition)
         for k in [lead_key, *state.aliases]:
             await _materialized_erase(project_id, k)
         for k in others:
             cascade = {**body, "origin": "cascade"}
             await send_command(f"{project_id}:{k}".encode(), cascade)
-        if email:
-            await release_email(project_id, email, lead_key)
+        # give the email back (and a pending claim): the first waiting claim or nobody takes it
+        if state.email is not None and state.email_claim is not None:
+            await send_release(project_id, state.email, lead_key, state.email_claim[1])
+        if state.pending_email is not None and state.pending_claim is not None:
+            await send_release(project_id, state.pending_email, lead_key, state.pending_claim[1])
         log.info("erased a lead of %s and %d other keys", project_id, len(others))
         return
     await _publish(project_id, [lead_key], erased_at, by)
@@ -117,28 +119,3 @@ async def handle_erase(key: bytes, body: dict[str, Any], partition: int) -> None
         if body.get("origin") == "request":
             await send_command(f"{project_id}:{state.canonical}".encode(), body)
     await _materialized_erase(project_id, lead_key)
-
-
-async def release_email(project_id: str, email: str, lead_key: str) -> None:
-    """Ask the email's partition to forget that this (erased) lead owns it."""
-    await claims_topic.send(
-        key=f"{project_id}:{email}".encode(),
-        value=orjson.dumps(
-            {
-                "release": True,
-                "projectId": project_id,
-                "lead": lead_key,
-                "epoch": settings.app_version,
-            }
-        ),
-    )
-
-
-def released(claim: dict[str, Any], key: bytes | None, owners: TableT) -> bool:
-    """In the identity agent: apply a release (True), or say it is a claim (False)."""
-    if not claim.get("release"):
-        return False
-    held = owners.get(key)
-    if held is not None and orjson.loads(held).get("lead") == claim.get("lead"):
-        del owners[key]
-    return True

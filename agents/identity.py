@@ -5,7 +5,11 @@ by one agent. The claim whose identify entered the log first (its record's Kafka
 eventId) owns the email (promote) — the "first claimant" of SPEC 5 — and every other claimant is
 merged into it, whatever order the claims reach this agent in; a replay ranks them the same.
 Replies go to the claimant's partition through lead-commands; all are idempotent, so a claim
-processed twice after a crash gives the same answer.
+processed twice after a crash gives the same answer. An owner is tentative until its lead
+`confirm`s (it took the email); later claims wait meanwhile. A claimant that cannot take the
+email it was given (merged away meanwhile, or its earlier identify's claim replaced it) sends
+`release` instead: the email goes to the first waiting claim or to nobody, and that claim never
+takes it again (docs/adr/0009).
 """
 
 from __future__ import annotations
@@ -16,7 +20,6 @@ from typing import Any
 import orjson
 from faust.types import EventT, StreamT
 
-from agents.erasure import released
 from agents.outbox import is_current, send_command
 from app.faults import isolate
 from app.faust_app import app
@@ -30,7 +33,8 @@ email_owners = app.Table(
     key_type=bytes,
     value_type=bytes,
     partitions=settings.partitions,
-    help='"{projectId}:{email}" -> {lead, timestamp, eventId} of the owning claim',
+    help='"{projectId}:{email}" -> {owner: the owning claim or None, confirmed, waiting:'
+    " claims held until the owner confirms, released: [[lead, eventId]] claims given back}",
 )
 
 
@@ -38,47 +42,128 @@ def _order(record: dict[str, Any]) -> tuple[int, str]:
     return (record["timestamp"], record["eventId"])
 
 
+def _claim_id(record: dict[str, Any]) -> list[str]:
+    return [record["claimant"] if "claimant" in record else record["lead"], record["eventId"]]
+
+
+def _load(held: bytes | None) -> dict[str, Any]:
+    """The entry of an email: `owner` (the owning claim or None), `confirmed` (its lead took
+    it), `waiting` (later claims held until the owner confirms or releases), `released`."""
+    if held is None:
+        return {"owner": None, "confirmed": False, "waiting": [], "released": []}
+    data: dict[str, Any] = orjson.loads(held)
+    if "owner" not in data:  # written before owners confirmed: final
+        owner = None
+        if data.get("lead") is not None:
+            owner = {"claimant": data["lead"], "timestamp": data["timestamp"]}
+            owner["eventId"] = data["eventId"]
+        return {"owner": owner, "confirmed": True, "waiting": [], "released": []}
+    return data
+
+
+async def _reply(claim: dict[str, Any], command: str, into: str | None = None) -> None:
+    """Answer `claim`'s lead: promote, or merge into `into`."""
+    body = {k: claim.get(k) for k in ("projectId", "email", "name", "company", "timestamp")}
+    body.update(eventId=claim["eventId"], command=command)
+    if into is not None:
+        body["into"] = into
+    await send_command(f"{claim['projectId']}:{claim['claimant']}".encode(), body)
+
+
 @app.agent(claims_topic)
 async def identity_agent(stream: StreamT[bytes]) -> None:
     async for event in stream.events():
-        # a claim it cannot read is dead-lettered; a temporary fault is retried (ADR 0015)
+        # a message it cannot read is dead-lettered; a temporary fault is retried (ADR 0015)
         await isolate("identity", event.message, partial(_decide, event))
 
 
 async def _decide(event: EventT[bytes]) -> None:
-    """Decide one claim; safe to run again (the owner table and the replies are idempotent)."""
-    claim = orjson.loads(event.value)
-    if not isinstance(claim, dict):
-        raise TypeError("an identity claim must be a JSON object")  # dead-lettered by isolate
-    if not is_current(claim):
+    """Apply one claim, confirm or release to its email's entry; safe to run again (the entry
+    and the replies are idempotent)."""
+    message = orjson.loads(event.value)
+    if not isinstance(message, dict):
+        raise TypeError("an identity message must be a JSON object")  # dead-lettered by isolate
+    if not is_current(message):
         return  # from an earlier epoch: the replay re-sends it
-    if released(claim, event.message.key, email_owners):
-        return  # its owner was erased (agents/erasure.py)
-    pid: str = claim["projectId"]
-    claimant: str = claim["claimant"]
-    held = email_owners.get(event.message.key)
-    owner = orjson.loads(held) if held is not None else None
-    reply = {
-        k: claim.get(k) for k in ("projectId", "email", "name", "company", "timestamp", "eventId")
-    }
-    if owner is None or owner["lead"] == claimant or _order(claim) < _order(owner):
-        if owner is not None and owner["lead"] != claimant:
-            # An earlier identify of the same email turned up: it owns the email, and the
-            # lead that held it (the same person) is merged into it. Ownership thus
-            # depends only on the log, not on which claim arrived first.
-            await send_command(
-                f"{pid}:{owner['lead']}".encode(),
-                {**reply, "command": "merge", "into": claimant},
-            )
-        new_owner = {
-            "lead": claimant,
-            "timestamp": claim["timestamp"],
-            "eventId": claim["eventId"],
-        }
-        if owner != new_owner:
-            email_owners[event.message.key] = orjson.dumps(new_owner)
-        await send_command(f"{pid}:{claimant}".encode(), {**reply, "command": "promote"})
+    key = event.message.key
+    held = email_owners.get(key)
+    entry = _load(held)
+    if message.get("release"):
+        await _on_release(entry, message)
+    elif message.get("confirm"):
+        await _on_confirm(entry, message)
     else:
+        await _on_claim(entry, message)
+    value = orjson.dumps(entry)
+    if value != held:
+        email_owners[key] = value
+
+
+
+async def _on_claim(entry: dict[str, Any], claim: dict[str, Any]) -> None:
+    claim_id = _claim_id(claim)
+    if claim_id in entry["released"]:
+        return  # redone after its claimant gave the email back: answered already
+    owner = entry["owner"]
+    if owner is None:
+        entry.update(owner=claim, confirmed=False)
+        await _reply(claim, "promote")
+    elif owner["claimant"] == claim["claimant"]:
+        if _claim_id(owner) != claim_id and _order(claim) < _order(owner):
+            entry.update(owner=claim, confirmed=False)  # the lead's earlier identify
+        await _reply(claim, "promote")  # (a redo; the lead takes only its pending claim)
+    elif _order(claim) < _order(owner):
+        # An earlier identify of the same email turned up: it owns the email, and the lead
+        # that held it (the same person) is merged into it. Ownership thus depends only on
+        # the log, not on which claim arrived first.
         await send_command(
-            f"{pid}:{claimant}".encode(), {**reply, "command": "merge", "into": owner["lead"]}
+            f"{claim['projectId']}:{owner['claimant']}".encode(),
+            {
+                **{k: claim.get(k) for k in ("projectId", "email", "name", "company")},
+                "timestamp": claim["timestamp"],
+                "eventId": claim["eventId"],
+                "command": "merge",
+                "into": claim["claimant"],
+            },
         )
+        if entry["confirmed"]:  # the waiting claims were merged into that lead: answered
+            entry["waiting"] = []
+        entry.update(owner=claim, confirmed=False)
+        await _reply(claim, "promote")
+    elif entry["confirmed"]:
+        await _reply(claim, "merge", into=owner["claimant"])
+    elif claim_id not in [_claim_id(w) for w in entry["waiting"]]:
+        # The owner's lead has not taken the email yet (it may give it back): a later claim
+        # waits, so that nobody is merged into a lead that turns out not to own the email.
+        entry["waiting"].append(claim)
+
+
+async def _on_confirm(entry: dict[str, Any], confirm: dict[str, Any]) -> None:
+    """The owner's lead took the email: every waiting claim is merged into it (again, if this
+    confirm is redone: merges are idempotent)."""
+    owner = entry["owner"]
+    if owner is None or _claim_id(owner) != _claim_id(confirm):
+        return
+    entry["confirmed"] = True
+    for waiting in sorted(entry["waiting"], key=_order):
+        await _reply(waiting, "merge", into=owner["claimant"])
+
+
+async def _on_release(entry: dict[str, Any], release: dict[str, Any]) -> None:
+    """A claimant gave the email back (its promote reached a lead merged away meanwhile, or one
+    whose earlier identify's claim replaced it): the email goes to the first waiting claim,
+    else to nobody. The released claim is remembered, so a redo of it (after a rebalance)
+    cannot take the email again."""
+    claim_id = _claim_id(release)
+    if claim_id not in entry["released"]:
+        entry["released"] = sorted([*entry["released"], claim_id])
+    owner = entry["owner"]
+    if owner is not None and _claim_id(owner) == claim_id:
+        entry.update(owner=None, confirmed=False)
+        if entry["waiting"]:
+            first = min(entry["waiting"], key=_order)
+            entry["waiting"] = [w for w in entry["waiting"] if w is not first]
+            entry.update(owner=first)
+            await _reply(first, "promote")
+    elif owner is not None and not entry["confirmed"] and _claim_id(owner) != claim_id:
+        await _reply(owner, "promote")  # (a redo of the release: promote the next one again)

@@ -1,6 +1,8 @@
 """Commands addressed to one lead through lead-commands: identity replies and merges (SPEC 5).
 
-- `promote` (to the claimant): it owns the email; set email, and name/company when given.
+- `promote` (to the claimant): it owns the email; set email, and name/company when given —
+  only if it is the reply to the claim the lead has pending; otherwise (merged away meanwhile,
+  owns another email, a stale copy) the lead sends `release` back to the identity agent.
 - `merge` (to the claimant): the email has an owner with an earlier claim: send every event to
   the owner (`absorb`), become an alias of it, and tombstone the lead's document.
 - `absorb` (to the owner): insert the absorbed lead's events (deduplicated by eventId), recompute
@@ -22,11 +24,20 @@ from typing import Any
 import orjson
 
 from agents import automation
-from agents.outbox import send_command
+from agents.outbox import send_command, send_confirm, send_release
 from app.records import ProjectRecord, lead_changes, lead_removal, split_by_bytes
 from app.settings import settings
 from app.topology import lead_changes_topic
-from core.identity import AbsorbedEvent, absorb_events, fill_traits, with_aliases
+from core.identity import (
+    AbsorbedEvent,
+    Promotion,
+    absorb_events,
+    fill_traits,
+    merged_by_anonymous_id,
+    promotion,
+    superseded,
+    with_aliases,
+)
 from core.lead import (
     HistoryRow,
     LeadSummary,
@@ -84,19 +95,25 @@ async def _send_changes(key: bytes, view: LeadView, rows: Any) -> None:
         await lead_changes_topic.send(key=key, value=change)
 
 
-async def _promote(c: Command, state: LeadSummary) -> None:
+async def _promote(c: Command, state: LeadSummary | None) -> None:
+    """Take the email if this is the reply to the lead's pending claim; give it back if not
+    (`state` None: the lead was merged away)."""
     cmd = c.body
-    if _done(state, c.source):
-        await _emit(c, state)  # its LeadChange may be what the crash lost
+    claim = (int(cmd["timestamp"]), str(cmd["eventId"]))
+    verdict = promotion(state, cmd["email"], claim)
+    lead_id = c.key.decode().split(":", 1)[1]
+    if verdict is Promotion.RELEASE:
+        # no e-mail addresses in logs (personal data): the lead and the claim say which
+        log.info("lead %r does not take the email of claim %r: released", c.key, claim)
+        await send_release(cmd["projectId"], cmd["email"], lead_id, claim[1])
         return
-    if state.email is not None and state.email != cmd["email"]:
-        # no e-mail addresses in logs (personal data): the lead and the command's position
-        log.warning(
-            "lead %r owns another email; promotion ignored (%s@%s)", c.key, c.partition, c.offset
-        )
+    assert state is not None
+    if verdict is Promotion.AGAIN or _done(state, c.source):
+        await _emit(c, state)  # its LeadChange, or the confirm, may be what the crash lost
+        await send_confirm(cmd["projectId"], cmd["email"], lead_id, claim[1])
         return
     promoted = fill_traits(
-        replace(state, pending_email=None, email_claim=(cmd["timestamp"], cmd["eventId"])),
+        replace(state, pending_email=None, pending_claim=None, email_claim=claim),
         email=cmd["email"],
         name=cmd.get("name"),
         company=cmd.get("company"),
@@ -105,6 +122,7 @@ async def _promote(c: Command, state: LeadSummary) -> None:
     promoted = mark_applied(replace(promoted, version=state.version + 1), c.source)
     lead_store.put_summary(c.key, promoted)
     await _emit(c, promoted)
+    await send_confirm(cmd["projectId"], cmd["email"], lead_id, claim[1])  # waiting claims go on
 
 
 async def _send_absorb(c: Command, state: LeadSummary | None) -> None:
@@ -124,9 +142,9 @@ async def _send_absorb(c: Command, state: LeadSummary | None) -> None:
                 record[1] if record else None,
             ]
         )
-    aliases = [lead_id]
+    aliases = [lead_id]  # its anonymousIds add themselves when they are merged (_merge)
     if state is not None:
-        aliases += [*state.aliases, *state.anonymous_ids]
+        aliases += state.aliases
     target = f"{pid}:{cmd['into']}".encode()
     last: dict[str, Any] = {
         "aliases": aliases,
@@ -161,6 +179,22 @@ async def _merge(c: Command, state: LeadSummary | Alias | None) -> None:
             c.offset,
         )
         return
+    if (
+        isinstance(state, LeadSummary)
+        and cmd.get("email") is not None
+        and superseded(state, _cause(cmd))
+    ):
+        log.info("lead %r waits for an earlier claim; not merged into %r", c.key, cmd["into"])
+        return
+    if (
+        isinstance(state, LeadSummary)
+        and cmd.get("email") is None
+        and not merged_by_anonymous_id(state, _cause(cmd))
+    ):
+        # merged as an anonymousId while its own earlier identify's claim is pending: that
+        # claim decides this lead first, as in log order (docs/adr/0009)
+        log.info("lead %r decides by its own pending claim; not merged into %r", c.key, cmd["into"])
+        return
     if isinstance(state, Alias) and state.canonical != cmd["into"]:
         return  # already merged elsewhere; nothing of this lead is left to move
     if c.key.decode().split(":", 1)[1] == cmd["into"]:
@@ -172,7 +206,9 @@ async def _merge(c: Command, state: LeadSummary | Alias | None) -> None:
         lead_store.put_alias(
             c.key, Alias(cmd["into"], mark_applied(state, c.source).applied, state.version + 1)
         )
-        # SPEC 5: the lead's anonymousIds become aliases of the owner too
+        # SPEC 5: the lead's anonymousIds become aliases of the owner too; `timestamp` and
+        # `eventId` name the identify that merged this lead, ranking it against their claims
+        cause = state.email_claim or state.pending_claim or _cause(cmd)
         for anonymous_id in state.anonymous_ids:
             if anonymous_id != cmd["into"]:
                 await send_command(
@@ -182,6 +218,8 @@ async def _merge(c: Command, state: LeadSummary | Alias | None) -> None:
                         "projectId": cmd["projectId"],
                         "into": cmd["into"],
                         "email": None,
+                        "timestamp": cause[0] if cause else None,
+                        "eventId": cause[1] if cause else None,
                     },
                 )
     elif state is None:  # a key seen only as an anonymousId: it just becomes an alias
@@ -193,6 +231,13 @@ async def _merge(c: Command, state: LeadSummary | Alias | None) -> None:
             cmd["projectId"], lead_id, cmd["into"], c.now, epoch=settings.app_version
         ),
     )
+
+
+def _cause(cmd: dict[str, Any]) -> tuple[int, str] | None:
+    """(timestamp, eventId) of the identify a merge command stems from, if it names one."""
+    if cmd.get("timestamp") is None or cmd.get("eventId") is None:
+        return None
+    return (int(cmd["timestamp"]), str(cmd["eventId"]))
 
 
 async def _absorb(c: Command, state: LeadSummary | None) -> None:
@@ -319,13 +364,15 @@ async def handle_command(c: Command) -> None:
         await _rescore_project(c)
         return
     state = lead_store.get(c.key)
-    if isinstance(state, Alias) and kind in ("promote", "absorb", "rebuild"):
-        # defensive: identity never targets an alias; hand it to the lead that absorbed it
+    if kind == "promote":
+        # never handed on to the lead that absorbed this one: a promote is for its claimant only
+        await _promote(c, state if isinstance(state, LeadSummary) else None)
+        return
+    if isinstance(state, Alias) and kind in ("absorb", "rebuild"):
+        # an absorb or rebuild for a lead merged meanwhile: hand it to the lead that absorbed it
         await send_command(f"{c.project.projectId}:{state.canonical}".encode(), c.body)
         return
-    if kind == "promote" and isinstance(state, LeadSummary):
-        await _promote(c, state)
-    elif kind == "merge":
+    if kind == "merge":
         await _merge(c, state)
     elif kind == "rebuild" and isinstance(state, LeadSummary):
         await _rebuild(c, c.key, state, rescore=bool(c.body.get("rescore")))

@@ -13,7 +13,14 @@ import orjson
 from app.settings import settings
 from app.topology import claims_topic, commands_topic
 
-__all__ = ["forward_event", "is_current", "send_claim", "send_command"]
+__all__ = [
+    "forward_event",
+    "is_current",
+    "send_claim",
+    "send_command",
+    "send_confirm",
+    "send_release",
+]
 
 
 def is_current(body: Any) -> bool:
@@ -38,4 +45,31 @@ async def send_claim(project_id: str, email: str, claim: dict[str, Any]) -> None
     await claims_topic.send(
         key=f"{project_id}:{email}".encode(),
         value=orjson.dumps({**claim, "epoch": settings.app_version}),
+    )
+
+
+async def send_release(project_id: str, email: str, lead: str, event_id: str) -> None:
+    """Give back an email the identity agent gave `lead` for its claim of identify `event_id`
+    (the lead cannot take it): on the claims' own partition, so it follows that claim."""
+    await _answer("release", project_id, email, lead, event_id)
+
+
+async def send_confirm(project_id: str, email: str, lead: str, event_id: str) -> None:
+    """Tell the identity agent that `lead` took the email its claim of `event_id` was given."""
+    await _answer("confirm", project_id, email, lead, event_id)
+
+
+async def _answer(kind: str, project_id: str, email: str, lead: str, event_id: str) -> None:
+    await claims_topic.send(
+        key=f"{project_id}:{email}".encode(),
+        value=orjson.dumps(
+            {
+                kind: True,
+                "projectId": project_id,
+                "email": email,
+                "lead": lead,
+                "eventId": event_id,
+                "epoch": settings.app_version,
+            }
+        ),
     )

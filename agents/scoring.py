@@ -35,7 +35,7 @@ from app.topology import (
 )
 from core.automation import Cause
 from core.events import Event, FieldError, InvalidEvent, validate_event
-from core.identity import normalize_email, note_anonymous_id
+from core.identity import claims, normalize_email, note_anonymous_id
 from core.lead import HistoryRow, LeadSummary, LeadView, NewEvent, apply_event
 from tables.codec import Alias, Source
 from tables.leads import lead_store
@@ -119,14 +119,10 @@ def score_event(
     updated = mark_applied(note_anonymous_id(applied.summary, decoded.anonymous_id), source)
     claim: dict[str, Any] | None = None
     email = normalize_email((decoded.properties or {}).get("email"))
-    # one claim at a time: the reply (promote or merge) decides what this lead becomes
-    if (
-        decoded.event_type == "identify"
-        and email
-        and updated.email is None
-        and (updated.pending_email is None)
-    ):
-        updated = replace(updated, pending_email=email)
+    # one claim at a time, the earliest identify's: its reply decides what this lead becomes
+    order = (logged_at, decoded.event_id)
+    if decoded.event_type == "identify" and email and claims(updated, order):
+        updated = replace(updated, pending_email=email, pending_claim=order)
         claim = _claim(decoded, updated, email, logged_at)
     store.record_event(key, decoded.event_id, decoded.timestamp, decoded.properties, source)
     for fact in applied.facts:
@@ -179,8 +175,13 @@ def _outputs_again(
     changes = _changes(view, rows)
     claim = None
     email = normalize_email((decoded.properties or {}).get("email"))
-    if decoded.event_type == "identify" and email and state.pending_email == email:
-        claim = _claim(decoded, state, email, logged_at)
+    if (
+        decoded.event_type == "identify"
+        and email
+        and state.pending_email == email
+        and state.pending_claim in (None, (logged_at, decoded.event_id))
+    ):
+        claim = _claim(decoded, state, email, logged_at)  # the claim this record made
     return changes, claim, []
 
 

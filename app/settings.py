@@ -99,6 +99,13 @@ class Settings:
     key_usage_flush: float = 10.0
     """LEADSCORE_KEY_USAGE_FLUSH: seconds between writes of keys' "last used" times (batched,
     never a write per request)."""
+    log_format: str = "text"
+    """LEADSCORE_LOG_FORMAT: `text` (Faust's coloured lines) or `json` (one JSON object per line,
+    with the request id of the HTTP request a line belongs to; app/logs.py)."""
+    access_log: bool = True
+    """LEADSCORE_ACCESS_LOG: `on` (default) logs one line per HTTP request (method, route
+    template, status, duration, request id) at info; `off` drops those lines (high request
+    rates), while other lines keep their request id."""
     max_automations_per_project: int = 50
     """LEADSCORE_MAX_AUTOMATIONS: most automation rules one project may hold (SPEC 9)."""
     automation_max_age: float = 86_400.0
@@ -136,13 +143,6 @@ class Settings:
     """SMTP_PASSWORD: password of SMTP_USER."""
     smtp_from: str = "leadscore@localhost"
     """SMTP_FROM: sender address of automation e-mails."""
-    log_format: str = "text"
-    """LEADSCORE_LOG_FORMAT: `text` (Faust's coloured lines) or `json` (one JSON object per line,
-    with the request id of the HTTP request a line belongs to; app/logs.py)."""
-    access_log: bool = True
-    """LEADSCORE_ACCESS_LOG: `on` (default) logs one line per HTTP request (method, route
-    template, status, duration, request id) at info; `off` drops those lines (high request
-    rates), while other lines keep their request id."""
     max_message_bytes: int = 900_000
     """LEADSCORE_MAX_MESSAGE_BYTES: largest message leadscore produces to its own topics; bigger
     outputs (a lead change rewriting thousands of history rows, a merge's events) are split.
@@ -185,6 +185,11 @@ class Settings:
             login_window=float(_env("LEADSCORE_LOGIN_WINDOW", "900")),
             max_keys_per_project=int(_env("LEADSCORE_MAX_KEYS", "50")),
             key_usage_flush=float(_env("LEADSCORE_KEY_USAGE_FLUSH", "10")),
+            log_format=_choice(
+                "LEADSCORE_LOG_FORMAT", _env("LEADSCORE_LOG_FORMAT", "text"), LOG_FORMATS
+            ),
+            access_log=_env("LEADSCORE_ACCESS_LOG", "on").lower()
+            not in ("off", "0", "false", "no"),
             max_automations_per_project=int(_env("LEADSCORE_MAX_AUTOMATIONS", "50")),
             automation_max_age=float(_env("LEADSCORE_AUTOMATION_MAX_AGE", "86400")),
             delivery_attempts=int(_env("LEADSCORE_DELIVERY_ATTEMPTS", "10")),
@@ -202,11 +207,6 @@ class Settings:
             smtp_user=_env("SMTP_USER", ""),
             smtp_password=_env("SMTP_PASSWORD", ""),
             smtp_from=_env("SMTP_FROM", "leadscore@localhost"),
-            log_format=_choice(
-                "LEADSCORE_LOG_FORMAT", _env("LEADSCORE_LOG_FORMAT", "text"), LOG_FORMATS
-            ),
-            access_log=_env("LEADSCORE_ACCESS_LOG", "on").lower()
-            not in ("off", "0", "false", "no"),
             max_rules=int(_env("LEADSCORE_MAX_RULES", "500")),
             produce_timeout=float(_env("LEADSCORE_PRODUCE_TIMEOUT", "5")),
             admin_concurrency=int(_env("LEADSCORE_ADMIN_CONCURRENCY", "2")),

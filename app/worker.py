@@ -25,8 +25,8 @@ else:
         "agents.scoring",
         "agents.identity",
         "agents.sweep",
-        "agents.firing",
         "agents.dead_letters",
+        "agents.firing",
         "web.security",
         "web.events",
         "web.aliases",
@@ -38,14 +38,14 @@ else:
         "web.auth",
         "web.audit",
         "web.admin",
-        "web.stream",
-        "web.dashboard.pages",
-        "web.automations",
         "web.system_health",
         "web.metrics",
         "web.request_ids",
         "web.dead_letters",
         "web.data_rights",
+        "web.automations",
+        "web.stream",
+        "web.dashboard.pages",
     ]
     if settings.sink_enabled:
         _MODULES.append("agents.sink")

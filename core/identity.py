@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from enum import Enum
 from typing import Any
 
 from core.config import ScoringConfig
@@ -18,10 +19,15 @@ from core.lead import Applied, EventFact, LeadSummary, NewEvent, rechain
 __all__ = [
     "MAX_ANONYMOUS_IDS",
     "AbsorbedEvent",
+    "Promotion",
     "absorb_events",
+    "claims",
     "fill_traits",
+    "merged_by_anonymous_id",
     "normalize_email",
     "note_anonymous_id",
+    "promotion",
+    "superseded",
     "with_aliases",
 ]
 
@@ -75,6 +81,77 @@ def note_anonymous_id(summary: LeadSummary, anonymous_id: str | None) -> LeadSum
     ):
         return summary
     return replace(summary, anonymous_ids=(*summary.anonymous_ids, anonymous_id))
+
+
+def claims(lead: LeadSummary, identify: tuple[int, str]) -> bool:
+    """Whether an identify with a valid email, logged at `identify` = (timestamp, eventId),
+    sends a claim for `lead`.
+
+    A lead has at most one claim pending, and its first identify in the log decides it: an
+    unidentified lead with no claim pending claims; one whose pending claim is of a *later*
+    identify (an earlier one reached it late, forwarded from another partition) claims again,
+    and the earlier claim replaces the pending one — the superseded claim's reply is then
+    released or ignored (`promotion`, `superseded`). Later identifies do nothing: whatever the
+    pending reply, the lead ends identified or merged, and SPEC 5 gives them no effect either.
+    """
+    if lead.email is not None:
+        return False
+    if lead.pending_email is None:
+        return True
+    return lead.pending_claim is not None and identify < lead.pending_claim
+
+
+def superseded(lead: LeadSummary, claim: tuple[int, str] | None) -> bool:
+    """Whether a `merge` reply to `claim` is for a claim the lead no longer waits for (an
+    earlier identify's claim replaced it): the pending claim decides the lead, not this one."""
+    return (
+        lead.email is None
+        and lead.pending_claim is not None
+        and claim is not None
+        and claim != lead.pending_claim
+    )
+
+
+class Promotion(Enum):
+    """What a lead does with a `promote` reply (see `promotion`)."""
+
+    APPLY = "apply"  # the reply to the lead's pending claim: it now owns the email
+    AGAIN = "again"  # the reply that already made it the owner (redone after a crash)
+    RELEASE = "release"  # not (or no longer) the lead's claim: give the email back
+
+
+def promotion(lead: LeadSummary | None, email: str, claim: tuple[int, str]) -> Promotion:
+    """A promote for `claim` = (timestamp, eventId) of an identify claiming `email`.
+
+    Only the reply to the claim the lead has pending promotes it: a lead owns at most one email,
+    decided by its own first claim. Any other promote — the lead was merged away meanwhile
+    (`lead` None: it is an alias now), owns another email, or the reply is a copy redone after
+    a rebalance for a claim the lead no longer waits for — is answered with a release, so that
+    the identity table never names as owner a lead that does not hold the email, and no lead
+    ever takes an email from a reply that was not its own. Which of these holds depends only on
+    the lead's state, which depends only on its log, so redoing it anywhere decides the same.
+    """
+    if lead is None:
+        return Promotion.RELEASE
+    if lead.email == email and lead.email_claim == claim:
+        return Promotion.AGAIN
+    if lead.email is None and lead.pending_email == email and lead.pending_claim in (None, claim):
+        return Promotion.APPLY  # (None: a claim pending since before claims were recorded)
+    return Promotion.RELEASE
+
+
+def merged_by_anonymous_id(lead: LeadSummary, cause: tuple[int, str] | None) -> bool:
+    """Whether `lead`, an anonymousId of a lead that was merged by the identify `cause`, is
+    merged along with it (SPEC 5: "L's anonymousIds become aliases of K").
+
+    Not if it is identified (never merged away), nor if its own claim pending is of an identify
+    earlier in the log than `cause`: that claim decides the lead first (it is promoted and then
+    never merged away, or merged into the email's owner), as it would have been in log order.
+    """
+    if lead.email is not None:
+        return False
+    pending = lead.pending_claim
+    return pending is None or (cause is not None and cause < pending)
 
 
 def with_aliases(summary: LeadSummary, keys: Iterable[str]) -> LeadSummary:

@@ -96,6 +96,8 @@ class LeadSummary:
     # a record at or below it was fully applied before a crash and only its outputs are redone
     applied: tuple[int, int] = (-1, -1)
     anonymous_ids: tuple[str, ...] = field(default_factory=tuple)
+    # (timestamp, eventId) of the identify whose claim is pending: only its reply may promote
+    pending_claim: tuple[int, str] | None = None
 
     @property
     def identified(self) -> bool:

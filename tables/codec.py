@@ -114,6 +114,7 @@ def encode_summary(s: LeadSummary) -> bytes:
             list(s.anonymous_ids),
             list(s.email_claim) if s.email_claim else None,
             list(s.applied),
+            list(s.pending_claim) if s.pending_claim else None,
         ]
     )
 
@@ -144,7 +145,9 @@ def decode_lead(value: bytes) -> LeadSummary | Alias:
         anonymous_ids,
         email_claim,
         applied,
+        *rest,  # pending_claim: absent from summaries written before it existed
     ) = data
+    pending_claim = rest[0] if rest else None
     return LeadSummary(
         project_id=pid,
         lead_id=lead_id,
@@ -162,4 +165,5 @@ def decode_lead(value: bytes) -> LeadSummary | Alias:
         anonymous_ids=tuple(anonymous_ids),
         email_claim=(int(email_claim[0]), email_claim[1]) if email_claim else None,
         applied=(int(applied[0]), int(applied[1])),
+        pending_claim=(int(pending_claim[0]), pending_claim[1]) if pending_claim else None,
     )

@@ -131,6 +131,10 @@ ROWS: dict[tuple[str, str], Row] = {
     ("POST", "/app/login"): Row("public", 422),  # no e-mail and password in the form
     ("POST", "/app/logout"): Row("public", 303),  # ends the cookie's session only
     ("GET", "/app/static/{name}"): Row("public", 200),
+    ("GET", "/api/dead-letters"): Row("admin", 200),
+    ("GET", "/api/dead-letters/{dl_id}"): Row("admin", 404),
+    ("POST", "/api/dead-letters/redrive"): Row("admin", 422, {"reason": ""}),
+    ("POST", "/api/dead-letters/purge"): Row("admin", 422, {"reason": ""}),
     ("GET", "/api/automations"): Row("read", 200),
     ("POST", "/api/automations"): Row("rules", 422, {"name": ""}),
     ("GET", "/api/automations/{automation_id}"): Row("read", 404),
@@ -141,10 +145,6 @@ ROWS: dict[tuple[str, str], Row] = {
     ("POST", "/api/automations/{automation_id}/redeliver"): Row("rules", 404),
     ("GET", "/api/firings/{firing_id}"): Row("read", 404),
     ("POST", "/api/firings/{firing_id}/redeliver"): Row("rules", 404),
-    ("GET", "/api/dead-letters"): Row("admin", 200),
-    ("GET", "/api/dead-letters/{dl_id}"): Row("admin", 404),
-    ("POST", "/api/dead-letters/redrive"): Row("admin", 422, {"reason": ""}),
-    ("POST", "/api/dead-letters/purge"): Row("admin", 422, {"reason": ""}),
 }
 PATH_VALUES = {
     "dl_id": "events-0-0",

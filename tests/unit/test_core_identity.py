@@ -12,14 +12,26 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Iterable
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from core.config import DEFAULT_RULES, Rule, ScoringConfig, default_config
-from core.identity import AbsorbedEvent, absorb_events, fill_traits, normalize_email
+from core.identity import (
+    AbsorbedEvent,
+    Promotion,
+    absorb_events,
+    claims,
+    fill_traits,
+    merged_by_anonymous_id,
+    normalize_email,
+    promotion,
+    superseded,
+)
 from core.lead import Applied, LeadSummary, NewEvent, score_events, summary_from_facts
 from core.timeutil import US_PER_DAY, US_PER_HOUR, parse_timestamp
+from tables.codec import decode_lead, encode_summary
 from tests.unit.core_support import MemoryLead, chain_fields
 
 BASE = parse_timestamp("2026-01-01T00:00:00Z")
@@ -425,3 +437,78 @@ def test_property_fill_traits(
         owner.version,
         owner.aliases,
     )
+
+
+# -- issue 16: which reply decides a lead -------------------------------------------------------
+
+CLAIM_A = (1_000, "e1")
+CLAIM_B = (2_000, "e2")
+
+
+def _pending(email: str, claim: tuple[int, str] | None) -> LeadSummary:
+    return LeadSummary("prj_test", "L", pending_email=email, pending_claim=claim)
+
+
+def test_promotion_takes_only_the_reply_to_the_pending_claim() -> None:
+    lead = _pending("a@x.io", CLAIM_A)
+    assert promotion(lead, "a@x.io", CLAIM_A) is Promotion.APPLY
+    # a reply for another email, or another claim of the same email: given back
+    assert promotion(lead, "b@x.io", CLAIM_B) is Promotion.RELEASE
+    assert promotion(lead, "a@x.io", CLAIM_B) is Promotion.RELEASE
+    # a summary written before claims were recorded: the pending email is enough
+    assert promotion(_pending("a@x.io", None), "a@x.io", CLAIM_A) is Promotion.APPLY
+
+
+def test_promotion_of_an_owner_is_a_redo_for_its_own_claim_and_a_release_otherwise() -> None:
+    owner = LeadSummary("prj_test", "L", email="a@x.io", email_claim=CLAIM_A)
+    assert promotion(owner, "a@x.io", CLAIM_A) is Promotion.AGAIN
+    # the issue: a lead that owns A never takes B, and B is released (nobody's)
+    assert promotion(owner, "b@x.io", CLAIM_B) is Promotion.RELEASE
+    assert promotion(owner, "a@x.io", CLAIM_B) is Promotion.RELEASE
+
+
+def test_promotion_of_a_lead_merged_away_is_a_release() -> None:
+    assert promotion(None, "a@x.io", CLAIM_A) is Promotion.RELEASE
+    assert promotion(LeadSummary("prj_test", "L"), "a@x.io", CLAIM_A) is Promotion.RELEASE
+
+
+def test_merged_by_anonymous_id_follows_log_order_of_its_own_claim() -> None:
+    unclaimed = LeadSummary("prj_test", "X")
+    assert merged_by_anonymous_id(unclaimed, CLAIM_A)
+    assert merged_by_anonymous_id(unclaimed, None)
+    identified = LeadSummary("prj_test", "X", email="x@x.io")
+    assert not merged_by_anonymous_id(identified, CLAIM_B)
+    claiming = _pending("x@x.io", CLAIM_A)
+    # its identify came first in the log: its claim decides it
+    assert not merged_by_anonymous_id(claiming, CLAIM_B)
+    assert not merged_by_anonymous_id(claiming, None)
+    # the merge came first: merged, its claim answered later is given back
+    assert merged_by_anonymous_id(_pending("x@x.io", CLAIM_B), CLAIM_A)
+
+
+def test_claims_one_at_a_time_and_the_earliest_identify_in_the_log_wins() -> None:
+    assert claims(LeadSummary("prj_test", "L"), CLAIM_B)
+    assert not claims(LeadSummary("prj_test", "L", email="a@x.io"), CLAIM_A)
+    pending = _pending("b@x.io", CLAIM_B)
+    assert not claims(pending, (3_000, "e3"))  # later in the log: no effect whatever the reply
+    assert not claims(pending, CLAIM_B)  # its own record again
+    assert claims(pending, CLAIM_A)  # earlier in the log, reaching the lead late: it decides
+    assert claims(pending, (2_000, "e1"))  # same record timestamp, smaller eventId
+    assert not claims(_pending("b@x.io", None), CLAIM_A)  # pending since before claims had ids
+
+
+def test_a_merge_reply_to_a_replaced_claim_is_superseded() -> None:
+    pending = _pending("a@x.io", CLAIM_A)
+    assert not superseded(pending, CLAIM_A)
+    assert superseded(pending, CLAIM_B)
+    assert not superseded(pending, None)
+    # an owner's merge (a takeover names the earlier claimant's claim) is never superseded
+    owner = LeadSummary("prj_test", "L", email="a@x.io", email_claim=CLAIM_B)
+    assert not superseded(owner, CLAIM_A)
+
+
+def test_pending_claim_survives_the_table_codec_and_old_summaries_decode() -> None:
+    lead = _pending("a@x.io", CLAIM_A)
+    assert decode_lead(encode_summary(lead)) == lead
+    old = orjson.loads(encode_summary(lead))[:-1]  # written before pending_claim existed
+    assert decode_lead(orjson.dumps(old)) == _pending("a@x.io", None)
