@@ -15,6 +15,8 @@ COPY app ./app
 COPY agents ./agents
 COPY tables ./tables
 COPY web ./web
+# the browser SDK, served by the dashboard at /app/static/leadscore.min.js (package data there)
+COPY sdk/js/dist/leadscore.min.js ./web/dashboard/static/leadscore.min.js
 COPY core ./core
 COPY devstack ./devstack
 RUN pip install .

@@ -124,6 +124,47 @@ Try it (API key shown once: {key})
   curl -H 'X-API-Key: {key}' {base}/api/leads/{top}/intelligence
   curl -H 'X-API-Key: {key}' -d '{{"eventType":"demo_request","leadId":"{top}"}}' {base}/api/events
 """)
+        await _dashboard_login(http, base, token, project["projectId"])
+
+
+DEMO_EMAIL = "demo@leadscore.local"
+DEMO_PASSWORD = "leadscore-demo"
+
+
+async def _dashboard_login(
+    http: aiohttp.ClientSession, base: str, token: str, project_id: str
+) -> None:
+    """A demo owner of the demo project (created once; a later demo grants it the new project
+    too), checked by logging in, and the dashboard's address."""
+    admin = {"Authorization": f"Bearer {token}"}
+    status, body = await _json(
+        http,
+        "POST",
+        f"{base}/api/users",
+        json={"email": DEMO_EMAIL, "password": DEMO_PASSWORD},
+        headers=admin,
+    )
+    assert status in (201, 409), body  # 409: made by an earlier demo on this stack
+    status, body = await _json(
+        http,
+        "PUT",
+        f"{base}/api/members/{DEMO_EMAIL}",
+        json={"role": "owner"},
+        headers={**admin, "X-Project-Id": project_id},
+    )
+    assert status == 200, body
+    status, body = await _json(
+        http,
+        "POST",
+        f"{base}/api/auth/login",
+        json={"email": DEMO_EMAIL, "password": DEMO_PASSWORD},
+    )
+    if status != 200:
+        print(f"(the demo user exists with another password: {body})")
+        return
+    print(f"""Dashboard: {base}/app?project={project_id}
+  log in as {DEMO_EMAIL} / {DEMO_PASSWORD} (owner of the demo project)
+""")
 
 
 def main() -> None:
@@ -140,6 +181,8 @@ def main() -> None:
         LEADSCORE_ADMIN_TOKEN=token,
         LEADSCORE_DATA_DIR=str(ROOT / ".local" / "demo-worker"),
         LEADSCORE_SINK_WITHIN="0.1",
+        # the demo is served over plain http://127.0.0.1; keep a setting made by the operator
+        LEADSCORE_COOKIE_SECURE=os.environ.get("LEADSCORE_COOKIE_SECURE", "off"),
     )
     # Table state is derived (changelogs rebuild it); a fresh dir avoids stale state from an
     # earlier stack whose Kafka data was since wiped.

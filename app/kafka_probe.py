@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 
 from aiokafka.admin import AIOKafkaAdminClient
@@ -18,11 +19,29 @@ class KafkaProbe:
     Kafka came back (issue 10, finding 6b).
     """
 
+    CHECK_LIMIT = 5.0
+    """Seconds one check may take before it counts as failed (its client is then rebuilt)."""
+
     def __init__(self, bootstrap_servers: str) -> None:
         self.bootstrap_servers = bootstrap_servers
         self._admin: AIOKafkaAdminClient | None = None
+        self._inflight: asyncio.Future[None] | None = None
 
     async def check(self) -> None:
+        """Concurrent callers share one check in flight: a burst of health requests (the access
+        matrix sends dozens at once) used to build a client each while none was kept, and the
+        burst timed itself out on a busy machine. A caller that gives up (its own timeout) does
+        not cancel the shared check; the check bounds itself (CHECK_LIMIT)."""
+        if self._inflight is None or self._inflight.done():
+            self._inflight = asyncio.ensure_future(
+                asyncio.wait_for(self._check_once(), self.CHECK_LIMIT)
+            )
+            # read by whoever still waits; marked read here so a check whose callers all gave up
+            # logs no "exception was never retrieved"
+            self._inflight.add_done_callback(lambda f: f.cancelled() or f.exception())
+        await asyncio.shield(self._inflight)
+
+    async def _check_once(self) -> None:
         admin = self._admin
         try:
             if admin is None:

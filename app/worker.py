@@ -44,6 +44,8 @@ else:
         "web.dead_letters",
         "web.data_rights",
         "web.automations",
+        "web.stream",
+        "web.dashboard.pages",
     ]
     if settings.sink_enabled:
         _MODULES.append("agents.sink")

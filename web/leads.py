@@ -253,6 +253,10 @@ class LeadsView(ApiView):
                     400, "invalid query", [FieldError("minScore", "must be a finite number")]
                 )
             query["currentScore"] = {"$gte": threshold}
+        search = query_str(request, "q")
+        if search:  # the dashboard's search box: a lead key, one of its aliases, or its e-mail
+            term = search.strip()
+            query["$or"] = [{"leadId": term}, {"aliases": term}, {"email": term.lower()}]
         sort_by = query_str(request, "sort") or "score"
         if sort_by not in ("score", "lastActivity"):
             raise ApiError(400, "invalid query", [FieldError("sort", "score or lastActivity")])

@@ -82,7 +82,9 @@ async def _security_headers(request: web.Request, response: web.StreamResponse) 
     headers = response.headers
     headers["X-Content-Type-Options"] = "nosniff"
     headers["X-Frame-Options"] = "DENY"
-    headers["Referrer-Policy"] = "no-referrer"
+    # dashboard pages: same-origin, so a form post carries its Origin (with no-referrer a browser
+    # sends `Origin: null`, and the CSRF check of web/dashboard/pages.py could not tell it apart)
+    headers["Referrer-Policy"] = "same-origin" if request.path.startswith("/app") else "no-referrer"
     is_page = (response.content_type or "").startswith("text/html")
     headers["Content-Security-Policy"] = PAGE_CSP if is_page else DATA_CSP
     if request.path.startswith(("/api/auth/", "/api/keys")):

@@ -569,7 +569,8 @@ async def raw_http(
 
 async def _read_reply(reader: asyncio.StreamReader) -> bytes:
     """Everything until the server closes, or until a Content-Length-delimited reply is whole
-    (a server answering early, e.g. 413, may not wait for the body it refused)."""
+    (a server answering early, e.g. 413, may not wait for the body it refused), or the head of
+    an event stream."""
     data = b""
     while True:
         try:
@@ -585,6 +586,8 @@ async def _read_reply(reader: asyncio.StreamReader) -> bytes:
                 name, _, value = line.partition(b":")
                 if name.strip().lower() == b"content-length" and len(payload) >= int(value):
                     return data
+                if name.strip().lower() == b"content-type" and b"text/event-stream" in value:
+                    return data  # a live stream (GET /api/stream) never ends: its head is the reply
 
 
 def _dechunk(payload: bytes) -> bytes:
