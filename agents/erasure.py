@@ -29,7 +29,7 @@ from agents.outbox import send_command, send_release
 from app.erasures import ErasureDirectory, erasure_record, key_hash
 from app.records import LEAD_CHANGE_SCHEMA, materialized_version
 from app.settings import settings
-from app.topology import app, lead_changes_topic
+from app.topology import app, erasures_topic, lead_changes_topic
 from core.lead import LeadSummary
 from tables.codec import Alias
 from tables.leads import lead_store
@@ -40,13 +40,6 @@ log = logging.getLogger(__name__)
 
 erasures = ErasureDirectory(settings)
 app.service(erasures)  # type: ignore[arg-type]
-erasures_topic = app.topic(
-    settings.topic("erasures"),
-    key_type=bytes,
-    value_type=bytes,
-    key_serializer="raw",
-    value_serializer="raw",
-)
 
 
 async def _publish(project_id: str, keys: list[str], erased_at: int, by: Any) -> None:

@@ -23,20 +23,9 @@ from faust.types import EventT, StreamT
 from agents.outbox import is_current, send_command
 from app.faults import isolate
 from app.faust_app import app
-from app.settings import settings
-from app.topology import claims_topic
+from app.topology import claims_topic, email_owners
 
 __all__ = ["email_owners", "identity_agent"]
-
-email_owners = app.Table(
-    "email-owners",
-    key_type=bytes,
-    value_type=bytes,
-    partitions=settings.partitions,
-    help='"{projectId}:{email}" -> {owner: the owning claim or None, confirmed, waiting:'
-    " claims held until the owner confirms, released: [[lead, eventId]] claims given back}",
-)
-
 
 def _order(record: dict[str, Any]) -> tuple[int, str]:
     return (record["timestamp"], record["eventId"])

@@ -21,6 +21,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from tenacity import AsyncRetrying, stop_after_delay, wait_exponential
 
+from app import topology
 from app.settings import ROLES, Settings
 from app.topics import ensure_topics
 
@@ -38,8 +39,8 @@ _EPOCH_KEY = b"appVersion"
 log = logging.getLogger(__name__)
 
 
-# The tables of a worker (tables/leads.py, agents/identity.py; a unit test keeps this true).
-TABLES = ("lead-state", "email-owners")
+# The tables of a worker, as `app.topology` declares them (a unit test keeps this true).
+TABLES = tuple(table.name for table in topology.TABLES)
 
 
 def app_id(settings: Settings, version: int, role: str = "worker") -> str:

@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from app import topology
+
 __all__ = ["Settings", "settings"]
 
 
@@ -231,7 +233,7 @@ class Settings:
         return self.topic_prefix if role == "worker" else f"{self.topic_prefix}-{role}"
 
 
-ROLES = ("worker", "ingest", "sink")
+ROLES = tuple(topology.ROLES)  # worker, ingest, sink
 LOG_FORMATS = ("text", "json")
 
 

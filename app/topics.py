@@ -1,4 +1,4 @@
-"""The topics of leadscore, their names and configs, and their creation before a worker starts.
+"""The creation of leadscore's topics (declared in `app.topology.TOPICS`) before a worker starts.
 
 Faust declares only its internal topics (changelogs); the source topics must exist, with the same
 partition count as the tables, before a worker subscribes — so leadscore creates them itself.
@@ -13,6 +13,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from app.settings import Settings
+from app.topology import TOPICS
 
 __all__ = ["TopicSpec", "ensure_topics", "topic_specs"]
 
@@ -25,25 +26,14 @@ class TopicSpec:
 
 
 def topic_specs(settings: Settings) -> list[TopicSpec]:
-    n = settings.partitions
-    forever = {"retention.ms": "-1"}
+    """The topics of `app.topology.TOPICS` as this deployment names and sizes them."""
     return [
-        # The log of record: keep forever so any state can be rebuilt by replay.
-        TopicSpec(settings.topic("events"), n, forever),
-        # Records re-keyed to the partition that owns their lead (misrouted records, alias
-        # forwards, identity replies); co-partitioned with events.
-        TopicSpec(settings.topic("lead-commands"), n, forever),
-        # Identity claims keyed "{projectId}:{email}": one partition decides each email.
-        TopicSpec(settings.topic("identity-claims"), n, forever),
-        TopicSpec(settings.topic("lead-changes"), n, {"retention.ms": str(7 * 86_400_000)}),
-        TopicSpec(settings.topic("dead-letter"), n, {"retention.ms": str(30 * 86_400_000)}),
-        TopicSpec(settings.topic("projects"), 1, {"cleanup.policy": "compact"}),
-        # Automation firing candidates keyed by firing id (SPEC 9); decided once into MongoDB.
-        TopicSpec(settings.topic("automation-firings"), n, {"retention.ms": str(7 * 86_400_000)}),
-        # Deployment-wide control records (the current app version / replay epoch).
-        TopicSpec(settings.topic("control"), 1, {"cleanup.policy": "compact"}),
-        # Erasures of leads (ADR 0020): kept for ever, read whole by every worker, no epoch.
-        TopicSpec(settings.topic("erasures"), 1, {"cleanup.policy": "compact"}),
+        TopicSpec(
+            settings.topic(decl.name),
+            settings.partitions if decl.partitions is None else decl.partitions,
+            dict(decl.config),
+        )
+        for decl in TOPICS
     ]
 
 

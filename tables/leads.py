@@ -26,7 +26,7 @@ from faust.types import TableT
 from app import faults
 from app.faust_app import app
 from app.faust_patches import partition_db
-from app.settings import settings
+from app.topology import leads_table  # declared with the whole topology
 from core.config import ScoringConfig
 from core.lead import EventFact, LeadSummary, LeadView, lead_view
 from core.scoring import VELOCITY_WINDOW_US
@@ -47,22 +47,8 @@ from tables.codec import (
 
 __all__ = ["LeadStore", "lead_store", "leads_table", "owned_leads"]
 
-_ROCKSDB_OPTIONS = {
-    "block_cache_size": 32 * 1024 * 1024,
-    "write_buffer_size": 16 * 1024 * 1024,
-    "max_write_buffer_number": 2,
-}
 _SUMMARY, _FACT, _EVENT = b"S", b"F", b"E"
 log = logging.getLogger(__name__)
-
-leads_table = app.Table(
-    "lead-state",
-    key_type=bytes,
-    value_type=bytes,
-    partitions=settings.partitions,
-    options=_ROCKSDB_OPTIONS,
-    help="S+lead -> summary|alias, F+lead+ts+eventId -> fact, E+lead+eventId -> dedup",
-)
 
 
 class LeadStore:
