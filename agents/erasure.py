@@ -23,11 +23,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import orjson
+from msgspec.structs import replace
 
 from agents.outbox import send_command, send_release
+from app import wire
 from app.erasures import ErasureDirectory, erasure_record, key_hash
-from app.records import LEAD_CHANGE_SCHEMA, materialized_version
+from app.records import lead_erasure
 from app.settings import settings
 from app.topology import app, erasures_topic, lead_changes_topic
 from core.lead import LeadSummary
@@ -54,41 +55,21 @@ async def request_erasure(project_id: str, lead_key: str, erased_at: int, by: An
     await _publish(project_id, [lead_key], erased_at, by)
     await send_command(
         f"{project_id}:{lead_key}".encode(),
-        {
-            "command": "erase",
-            "projectId": project_id,
-            "erasedAt": erased_at,
-            "by": by,
-            "origin": "request",
-        },
-    )
-
-
-def _erase_change(project_id: str, lead_key: str) -> bytes:
-    return orjson.dumps(
-        {
-            "schema": LEAD_CHANGE_SCHEMA,
-            "kind": "erase",
-            "lead": {
-                "projectId": project_id,
-                "leadId": lead_key,
-                "version": materialized_version(settings.app_version, 0),
-            },
-            "history": [],
-        }
+        wire.Erase(project_id=project_id, erased_at=erased_at, by=by, origin="request"),
     )
 
 
 async def _materialized_erase(project_id: str, lead_key: str) -> None:
     await lead_changes_topic.send(
-        key=f"{project_id}:{lead_key}".encode(), value=_erase_change(project_id, lead_key)
+        key=f"{project_id}:{lead_key}".encode(),
+        value=lead_erasure(project_id, lead_key, epoch=settings.app_version),
     )
 
 
-async def handle_erase(key: bytes, body: dict[str, Any], partition: int) -> None:
-    project_id = str(body["projectId"])
+async def handle_erase(key: bytes, body: wire.Erase, partition: int) -> None:
+    project_id = body.project_id
     lead_key = key.decode().split(":", 1)[1]
-    erased_at, by = int(body["erasedAt"]), body.get("by")
+    erased_at, by = body.erased_at, body.by
     state = lead_store.get(key)
     if isinstance(state, LeadSummary):
         others = [k for k in dict.fromkeys([*state.aliases, *state.anonymous_ids]) if k != lead_key]
@@ -97,7 +78,7 @@ async def handle_erase(key: bytes, body: dict[str, Any], partition: int) -> None
         for k in [lead_key, *state.aliases]:
             await _materialized_erase(project_id, k)
         for k in others:
-            cascade = {**body, "origin": "cascade"}
+            cascade = replace(body, origin="cascade")
             await send_command(f"{project_id}:{k}".encode(), cascade)
         # give the email back (and a pending claim): the first waiting claim or nobody takes it
         if state.email is not None and state.email_claim is not None:
@@ -109,6 +90,6 @@ async def handle_erase(key: bytes, body: dict[str, Any], partition: int) -> None
     await _publish(project_id, [lead_key], erased_at, by)
     if isinstance(state, Alias):
         lead_store.erase(key, partition)
-        if body.get("origin") == "request":
+        if body.origin == "request":
             await send_command(f"{project_id}:{state.canonical}".encode(), body)
     await _materialized_erase(project_id, lead_key)

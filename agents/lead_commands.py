@@ -22,9 +22,11 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
+from msgspec import UNSET
 
 from agents import automation
 from agents.outbox import send_command, send_confirm, send_release
+from app import wire
 from app.records import ProjectRecord, lead_changes, lead_removal, split_by_bytes
 from app.settings import settings
 from app.topology import lead_changes_topic
@@ -59,8 +61,10 @@ COMMANDS_SOURCE = 1  # index of lead-commands in LeadSummary.applied
 
 @dataclass(frozen=True)
 class Command:
+    """A lead command (`app.wire`) as its record arrived: for the lead `key`, at `offset`."""
+
     key: bytes
-    body: dict[str, Any]
+    body: wire.LeadCommand
     project: ProjectRecord
     partition: int
     offset: int
@@ -95,166 +99,151 @@ async def _send_changes(key: bytes, view: LeadView, rows: Any) -> None:
         await lead_changes_topic.send(key=key, value=change)
 
 
-async def _promote(c: Command, state: LeadSummary | None) -> None:
+async def _promote(c: Command, cmd: wire.Promote, state: LeadSummary | None) -> None:
     """Take the email if this is the reply to the lead's pending claim; give it back if not
     (`state` None: the lead was merged away)."""
-    cmd = c.body
-    claim = (int(cmd["timestamp"]), str(cmd["eventId"]))
-    verdict = promotion(state, cmd["email"], claim)
+    claim = cmd.claim
+    verdict = promotion(state, cmd.email, claim)
     lead_id = c.key.decode().split(":", 1)[1]
     if verdict is Promotion.RELEASE:
         # no e-mail addresses in logs (personal data): the lead and the claim say which
         log.info("lead %r does not take the email of claim %r: released", c.key, claim)
-        await send_release(cmd["projectId"], cmd["email"], lead_id, claim[1])
+        await send_release(cmd.project_id, cmd.email, lead_id, claim[1])
         return
     assert state is not None
     if verdict is Promotion.AGAIN or _done(state, c.source):
         await _emit(c, state)  # its LeadChange, or the confirm, may be what the crash lost
-        await send_confirm(cmd["projectId"], cmd["email"], lead_id, claim[1])
+        await send_confirm(cmd.project_id, cmd.email, lead_id, claim[1])
         return
     promoted = fill_traits(
         replace(state, pending_email=None, pending_claim=None, email_claim=claim),
-        email=cmd["email"],
-        name=cmd.get("name"),
-        company=cmd.get("company"),
+        email=cmd.email,
+        name=cmd.name,
+        company=cmd.company,
         overwrite=True,
     )
     promoted = mark_applied(replace(promoted, version=state.version + 1), c.source)
     lead_store.put_summary(c.key, promoted)
     await _emit(c, promoted)
-    await send_confirm(cmd["projectId"], cmd["email"], lead_id, claim[1])  # waiting claims go on
+    await send_confirm(cmd.project_id, cmd.email, lead_id, claim[1])  # waiting claims go on
 
 
-async def _send_absorb(c: Command, state: LeadSummary | None) -> None:
+async def _send_absorb(c: Command, cmd: wire.Merge, state: LeadSummary | None) -> None:
     """Ship every event of this lead to the owner, in chunks; the last one carries identity."""
-    cmd = c.body
-    pid = cmd["projectId"]
+    pid = cmd.project_id
     lead_id = c.key.decode().split(":", 1)[1]
     events = []
     for fact in lead_store.all_facts(c.key, c.partition):
         record = lead_store.event_record(c.key, fact.event_id)
         events.append(
-            [
+            wire.AbsorbedEventRecord(
                 fact.timestamp,
                 fact.event_id,
                 fact.event_type,
                 fact.points,
                 record[1] if record else None,
-            ]
+            )
         )
     aliases = [lead_id]  # its anonymousIds add themselves when they are merged (_merge)
     if state is not None:
         aliases += state.aliases
-    target = f"{pid}:{cmd['into']}".encode()
-    last: dict[str, Any] = {
-        "aliases": aliases,
-        "name": (state.name if state and state.name else cmd.get("name")),
-        "company": (state.company if state and state.company else cmd.get("company")),
-    }
+    target = f"{pid}:{cmd.into}".encode()
+    name = state.name if state and state.name else cmd.name
+    company = state.company if state and state.company else cmd.company
     # chunks by encoded size (events carry their properties), with room for the identity part
-    budget = settings.max_message_bytes - len(orjson.dumps(last)) - ABSORB_ENVELOPE_BYTES
-    encoded = [orjson.dumps(e) for e in events]
-    chunks = split_by_bytes(encoded, budget) or [[]]
-    for n, chunk in enumerate(chunks, start=1):
-        body: dict[str, Any] = {
-            "command": "absorb",
-            "projectId": pid,
-            "from": lead_id,
-            "events": [orjson.Fragment(e) for e in chunk],
-        }
-        if n == len(chunks):
-            body.update(last)
-        await send_command(target, body)
+    identity = orjson.dumps({"aliases": aliases, "name": name, "company": company})
+    budget = settings.max_message_bytes - len(identity) - ABSORB_ENVELOPE_BYTES
+    parts = split_by_bytes([wire.encode(e) for e in events], budget) or [[]]
+    start = 0
+    for n, part in enumerate(parts, start=1):
+        chunk = tuple(events[start : start + len(part)])
+        start += len(part)
+        if n < len(parts):
+            absorb = wire.Absorb(project_id=pid, from_=lead_id, events=chunk)
+        else:
+            absorb = wire.Absorb(
+                project_id=pid,
+                from_=lead_id,
+                events=chunk,
+                aliases=tuple(aliases),
+                name=name,
+                company=company,
+            )
+        await send_command(target, absorb)
 
 
-async def _merge(c: Command, state: LeadSummary | Alias | None) -> None:
-    cmd = c.body
-    if isinstance(state, LeadSummary) and state.email not in (None, cmd.get("email")):
+async def _merge(c: Command, cmd: wire.Merge, state: LeadSummary | Alias | None) -> None:
+    if isinstance(state, LeadSummary) and state.email not in (None, cmd.email):
         # identified by another email: never merged away (SPEC 5)
         log.warning(
             "lead %r owns an email; not merged into %r (%s@%s)",
             c.key,
-            cmd["into"],
+            cmd.into,
             c.partition,
             c.offset,
         )
         return
-    if (
-        isinstance(state, LeadSummary)
-        and cmd.get("email") is not None
-        and superseded(state, _cause(cmd))
-    ):
-        log.info("lead %r waits for an earlier claim; not merged into %r", c.key, cmd["into"])
+    if isinstance(state, LeadSummary) and cmd.email is not None and superseded(state, cmd.cause):
+        log.info("lead %r waits for an earlier claim; not merged into %r", c.key, cmd.into)
         return
     if (
         isinstance(state, LeadSummary)
-        and cmd.get("email") is None
-        and not merged_by_anonymous_id(state, _cause(cmd))
+        and cmd.email is None
+        and not merged_by_anonymous_id(state, cmd.cause)
     ):
         # merged as an anonymousId while its own earlier identify's claim is pending: that
         # claim decides this lead first, as in log order (docs/adr/0009)
-        log.info("lead %r decides by its own pending claim; not merged into %r", c.key, cmd["into"])
+        log.info("lead %r decides by its own pending claim; not merged into %r", c.key, cmd.into)
         return
-    if isinstance(state, Alias) and state.canonical != cmd["into"]:
+    if isinstance(state, Alias) and state.canonical != cmd.into:
         return  # already merged elsewhere; nothing of this lead is left to move
-    if c.key.decode().split(":", 1)[1] == cmd["into"]:
+    if c.key.decode().split(":", 1)[1] == cmd.into:
         return
     # (again, if this record was applied before a crash: the owner deduplicates)
-    await _send_absorb(c, state if isinstance(state, LeadSummary) else None)
+    await _send_absorb(c, cmd, state if isinstance(state, LeadSummary) else None)
     lead_id = c.key.decode().split(":", 1)[1]
     if isinstance(state, LeadSummary):
         lead_store.put_alias(
-            c.key, Alias(cmd["into"], mark_applied(state, c.source).applied, state.version + 1)
+            c.key, Alias(cmd.into, mark_applied(state, c.source).applied, state.version + 1)
         )
         # SPEC 5: the lead's anonymousIds become aliases of the owner too; `timestamp` and
         # `eventId` name the identify that merged this lead, ranking it against their claims
-        cause = state.email_claim or state.pending_claim or _cause(cmd)
+        cause = state.email_claim or state.pending_claim or cmd.cause
         for anonymous_id in state.anonymous_ids:
-            if anonymous_id != cmd["into"]:
+            if anonymous_id != cmd.into:
                 await send_command(
-                    f"{cmd['projectId']}:{anonymous_id}".encode(),
-                    {
-                        "command": "merge",
-                        "projectId": cmd["projectId"],
-                        "into": cmd["into"],
-                        "email": None,
-                        "timestamp": cause[0] if cause else None,
-                        "eventId": cause[1] if cause else None,
-                    },
+                    f"{cmd.project_id}:{anonymous_id}".encode(),
+                    wire.Merge(
+                        project_id=cmd.project_id,
+                        into=cmd.into,
+                        email=None,
+                        timestamp=cause[0] if cause else None,
+                        event_id=cause[1] if cause else None,
+                    ),
                 )
     elif state is None:  # a key seen only as an anonymousId: it just becomes an alias
-        lead_store.put_alias(c.key, Alias(cmd["into"], (-1, c.offset), 0))
+        lead_store.put_alias(c.key, Alias(cmd.into, (-1, c.offset), 0))
         return
     await lead_changes_topic.send(
         key=c.key,
-        value=lead_removal(
-            cmd["projectId"], lead_id, cmd["into"], c.now, epoch=settings.app_version
-        ),
+        value=lead_removal(cmd.project_id, lead_id, cmd.into, c.now, epoch=settings.app_version),
     )
 
 
-def _cause(cmd: dict[str, Any]) -> tuple[int, str] | None:
-    """(timestamp, eventId) of the identify a merge command stems from, if it names one."""
-    if cmd.get("timestamp") is None or cmd.get("eventId") is None:
-        return None
-    return (int(cmd["timestamp"]), str(cmd["eventId"]))
-
-
-async def _absorb(c: Command, state: LeadSummary | None) -> None:
-    cmd = c.body
+async def _absorb(c: Command, cmd: wire.Absorb, state: LeadSummary | None) -> None:
     summary = state or LeadSummary(c.project.projectId, c.key.decode().split(":", 1)[1])
     if _done(state, c.source):
-        events = cmd["events"]
-        if events:  # re-emit what this record changed: rows from its earliest event on
-            ts, event_id = min((e[0], e[1]) for e in events)
+        if cmd.events:  # re-emit what this record changed: rows from its earliest event on
+            ts, event_id = min((e.timestamp, e.event_id) for e in cmd.events)
             await _emit(c, summary, history_rows(c.key, c.partition, ts, event_id, c.project))
         return
     incoming: dict[str, AbsorbedEvent] = {}
-    for ts, event_id, event_type, points, props in cmd["events"]:
-        if event_id not in incoming and not lead_store.has_event(
-            c.key, event_id, unless_from=c.source
+    for sent in cmd.events:
+        if sent.event_id not in incoming and not lead_store.has_event(
+            c.key, sent.event_id, unless_from=c.source
         ):
-            incoming[event_id] = AbsorbedEvent(NewEvent(ts, event_id, event_type, points), props)
+            event = NewEvent(sent.timestamp, sent.event_id, sent.event_type, sent.points)
+            incoming[sent.event_id] = AbsorbedEvent(event, sent.properties)
     rows: Any = ()
     if incoming:
         earliest = min(a.event.order for a in incoming.values())
@@ -276,9 +265,9 @@ async def _absorb(c: Command, state: LeadSummary | None) -> None:
         for fact in applied.facts:
             lead_store.put_fact(c.key, fact)
         summary, rows = applied.summary, applied.rows
-    if "aliases" in cmd:
-        summary = with_aliases(summary, cmd["aliases"])
-        summary = fill_traits(summary, name=cmd.get("name"), company=cmd.get("company"))
+    if cmd.aliases is not UNSET:  # the last chunk: the absorbed lead's identity
+        summary = with_aliases(summary, cmd.aliases)
+        summary = fill_traits(summary, name=cmd.name, company=cmd.company)
     if summary == state:
         return
     if not incoming:
@@ -359,26 +348,27 @@ async def _rescore_project(c: Command) -> None:
 
 
 async def handle_command(c: Command) -> None:
-    kind = c.body.get("command")
-    if kind == "rescore-project":
+    """Run a lead command (an `erase` goes to `agents.erasure`, an `event` is scored)."""
+    cmd = c.body
+    if isinstance(cmd, wire.RescoreProject):
         await _rescore_project(c)
         return
     state = lead_store.get(c.key)
-    if kind == "promote":
+    if isinstance(cmd, wire.Promote):
         # never handed on to the lead that absorbed this one: a promote is for its claimant only
-        await _promote(c, state if isinstance(state, LeadSummary) else None)
+        await _promote(c, cmd, state if isinstance(state, LeadSummary) else None)
         return
-    if isinstance(state, Alias) and kind in ("absorb", "rebuild"):
+    if isinstance(state, Alias) and isinstance(cmd, wire.Absorb | wire.Rebuild):
         # an absorb or rebuild for a lead merged meanwhile: hand it to the lead that absorbed it
-        await send_command(f"{c.project.projectId}:{state.canonical}".encode(), c.body)
+        await send_command(f"{c.project.projectId}:{state.canonical}".encode(), cmd)
         return
-    if kind == "merge":
-        await _merge(c, state)
-    elif kind == "rebuild" and isinstance(state, LeadSummary):
-        await _rebuild(c, c.key, state, rescore=bool(c.body.get("rescore")))
-    elif kind == "rebuild":
+    if isinstance(cmd, wire.Merge):
+        await _merge(c, cmd, state)
+    elif isinstance(cmd, wire.Rebuild) and isinstance(state, LeadSummary):
+        await _rebuild(c, c.key, state, rescore=cmd.rescore)
+    elif isinstance(cmd, wire.Rebuild):
         log.warning("rebuild of unknown lead %r ignored", c.key)
-    elif kind == "absorb":
-        await _absorb(c, state if isinstance(state, LeadSummary) else None)
+    elif isinstance(cmd, wire.Absorb):
+        await _absorb(c, cmd, state if isinstance(state, LeadSummary) else None)
     else:
-        raise ValueError(f"unknown or misdirected command {kind!r} for {c.key!r}")
+        raise ValueError(f"misdirected command {type(cmd).__name__} for {c.key!r}")

@@ -20,8 +20,8 @@ from agents.lead_commands import (
     history_rows,
     mark_applied,
 )
-from agents.outbox import forward_event, is_current, send_claim
-from app import faults, metrics
+from agents.outbox import forward_event, send_claim
+from app import faults, metrics, wire
 from app.clock import now_us
 from app.faults import dead_letter, isolate
 from app.partitioning import partition_for
@@ -76,7 +76,7 @@ def score_event(
     now: int,
     source: Source,
     logged_at: int,
-) -> tuple[list[bytes], dict[str, Any] | None, list[FiringRecord]] | None:
+) -> tuple[list[bytes], wire.Claim | None, list[FiringRecord]] | None:
     """Apply one event to its lead's tables.
 
     Returns the LeadChange to emit (in parts under the message size limit), for an `identify`
@@ -117,7 +117,7 @@ def score_event(
             exhaustive=True,
         )
     updated = mark_applied(note_anonymous_id(applied.summary, decoded.anonymous_id), source)
-    claim: dict[str, Any] | None = None
+    claim: wire.Claim | None = None
     email = normalize_email((decoded.properties or {}).get("email"))
     # one claim at a time, the earliest identify's: its reply decides what this lead becomes
     order = (logged_at, decoded.event_id)
@@ -143,19 +143,19 @@ def _changes(view: LeadView, rows: Iterable[HistoryRow]) -> list[bytes]:
     )
 
 
-def _claim(decoded: Event, lead: LeadSummary, email: str, logged_at: int) -> dict[str, Any]:
+def _claim(decoded: Event, lead: LeadSummary, email: str, logged_at: int) -> wire.Claim:
     """A claim, ranked by when the identify entered the log (its record's Kafka timestamp):
     the first to claim an email owns it (SPEC 5), and a replay ranks it the same way."""
     props = decoded.properties or {}
-    return {
-        "projectId": decoded.project_id,
-        "email": email,
-        "claimant": lead.lead_id,
-        "eventId": decoded.event_id,
-        "timestamp": logged_at,
-        "name": props.get("name"),
-        "company": props.get("company"),
-    }
+    return wire.Claim(
+        project_id=decoded.project_id,
+        email=email,
+        claimant=lead.lead_id,
+        event_id=decoded.event_id,
+        timestamp=logged_at,
+        name=props.get("name"),
+        company=props.get("company"),
+    )
 
 
 def _outputs_again(
@@ -166,7 +166,7 @@ def _outputs_again(
     now: int,
     state: LeadSummary,
     logged_at: int,
-) -> tuple[list[bytes], dict[str, Any] | None, list[FiringRecord]]:
+) -> tuple[list[bytes], wire.Claim | None, list[FiringRecord]]:
     """The LeadChange (rows from the event on) and claim an applied record emitted. Its
     firings, if any, were produced before the crash or are lost with the state before
     (ADR 0019): a redo never fires twice."""
@@ -203,12 +203,12 @@ async def _process(message: Any, value: bytes) -> None:
     if message.topic == EVENTS_TOPIC and erasures.drops_record(message.key, logged_at):
         metrics.event_scored("erased")  # not even dead-lettered: its key was erased (ADR 0020)
         return
-    try:
-        body = orjson.loads(value)
-    except (orjson.JSONDecodeError, TypeError) as exc:  # TypeError: no value (a tombstone)
-        await dead_letter(message, f"invalid JSON: {exc}")
-        return
     if message.topic == EVENTS_TOPIC:
+        try:
+            body = orjson.loads(value)
+        except (orjson.JSONDecodeError, TypeError) as exc:  # TypeError: no value (a tombstone)
+            await dead_letter(message, f"invalid JSON: {exc}")
+            return
         decoded_project = await _decode(message, body)
         if decoded_project is None:
             return
@@ -219,29 +219,32 @@ async def _process(message: Any, value: bytes) -> None:
             await forward_event(key, decoded.to_wire(), logged_at)
             return
     else:  # lead-commands: the record key names the lead it is for
-        if not isinstance(body, dict):
-            await dead_letter(message, "invalid lead command: not a JSON object")
+        try:
+            command = wire.decode_command(value, settings.app_version)
+        except wire.WireError as exc:
+            await dead_letter(message, str(exc))  # names the field
             return
-        if not is_current(body):
+        if command is None:
             return  # from an earlier epoch: a replay re-derives it from the events topic
-        if body.get("command") != "event":
-            owner = directory.get(body.get("projectId", ""))
+        if not isinstance(command, wire.EventCommand):
+            owner = directory.get(command.project_id)
             if owner is None:
                 await dead_letter(message, "command for an unknown project")
                 return
-            if body.get("command") == "erase":
-                await handle_erase(message.key, body, message.partition)  # ADR 0020
+            if isinstance(command, wire.Erase):
+                await handle_erase(message.key, command, message.partition)  # ADR 0020
                 return
             await handle_command(
-                Command(message.key, body, owner, message.partition, message.offset, now_us())
+                Command(message.key, command, owner, message.partition, message.offset, now_us())
             )
             return
-        decoded_project = await _decode(message, body.get("event"))
+        decoded_project = await _decode(message, orjson.loads(memoryview(command.event)))
         if decoded_project is None:
             return
         decoded, project = decoded_project
         key = message.key
-        logged_at = int(body.get("loggedAt", logged_at))  # the original record's
+        if command.logged_at is not None:
+            logged_at = command.logged_at  # the original record's
     if erasures.drops(decoded.project_id, key.decode().split(":", 1)[1], logged_at):
         metrics.event_scored("erased")  # logged before its key's erasure (ADR 0020)
         return
@@ -261,4 +264,4 @@ async def _process(message: Any, value: bytes) -> None:
             await lead_changes_topic.send(key=key, value=change)
         await send_firings(firings)
         if claim is not None:
-            await send_claim(decoded.project_id, claim["email"], claim)
+            await send_claim(claim)

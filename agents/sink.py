@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
+import msgspec
 import orjson
 from faust.types import StreamT
 from pymongo.errors import BulkWriteError
@@ -27,6 +28,7 @@ from app.faults import dead_letter, dead_letter_value, is_temporary, retry_tempo
 from app.records import VERSION_EPOCH_BITS
 from app.settings import settings
 from app.topology import app, lead_changes_topic, mongo
+from app.wire import WireError, decode_lead_change
 
 __all__ = ["sink_agent", "write_changes"]
 
@@ -169,14 +171,10 @@ def _describe(exc: Exception) -> str:
 
 
 def _decode_change(message: Any) -> dict[str, Any]:
-    """The LeadChange of a record; ValueError, TypeError or KeyError when it is not one."""
-    change = orjson.loads(message.value)
-    lead = change["lead"]
-    if not (isinstance(lead["projectId"], str) and isinstance(lead["leadId"], str)):
-        raise TypeError("lead.projectId and lead.leadId must be strings")
-    if not isinstance(lead["version"], int):
-        raise TypeError("lead.version must be an integer")
-    return dict(change)
+    """The LeadChange of a record (`app.wire`), as the write planner reads it; a `WireError`
+    naming the field when it is not one."""
+    change: dict[str, Any] = msgspec.to_builtins(decode_lead_change(message.value))
+    return change
 
 
 @app.agent(lead_changes_topic, concurrency=1)
@@ -189,11 +187,8 @@ async def sink_agent(stream: StreamT[bytes]) -> None:
         for event in batch:
             try:
                 change = _decode_change(event.message)
-            except (ValueError, TypeError, KeyError) as exc:  # orjson's errors are ValueErrors
-                await retry_temporary(
-                    "sink",
-                    partial(dead_letter, event.message, f"not a lead change: {exc!r}"),
-                )
+            except WireError as exc:  # names the field
+                await retry_temporary("sink", partial(dead_letter, event.message, str(exc)))
                 continue
             # changes of an earlier epoch (before a replay) are superseded by the rebuild's
             if change["lead"]["version"] >> VERSION_EPOCH_BITS >= EPOCH:

@@ -1,4 +1,5 @@
-"""Records on leadscore's own topics: projects and lead changes (camelCase, as in MongoDB)."""
+"""Records on leadscore's own topics: projects, and lead changes built from a lead's view
+(typed in `app.wire`; camelCase, as in MongoDB)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,12 @@ from collections.abc import Iterable
 from functools import cached_property
 from typing import Any, Literal
 
+import msgspec
 import orjson
+from msgspec import UNSET
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from app import wire
 from app.access import SCOPES, KeyRecord
 from app.automations import AutomationModel
 from app.origins import Origin
@@ -25,14 +29,17 @@ __all__ = [
     "RuleModel",
     "StageThresholdsModel",
     "history_row_json",
+    "history_row_record",
     "lead_change",
     "lead_changes",
+    "lead_erasure",
     "lead_json",
     "lead_removal",
+    "lead_state",
     "split_by_bytes",
 ]
 
-LEAD_CHANGE_SCHEMA = 1
+LEAD_CHANGE_SCHEMA = wire.SCHEMA_VERSION
 
 
 # Settings and rules are storable by construction (SPEC 12): strict types (a string is never
@@ -170,18 +177,21 @@ class ProjectRecord(BaseModel):
         return self.model_dump(mode="json", exclude={"keys", "automations"})
 
 
+def history_row_record(row: HistoryRow) -> wire.HistoryRowRecord:
+    return wire.HistoryRowRecord(
+        event_id=row.event_id,
+        event_type=row.event_type,
+        timestamp=format_timestamp(row.timestamp),
+        timestamp_us=row.timestamp,
+        points=row.points,
+        score_before=row.score_before,
+        score_after=row.score_after,
+        properties=UNSET if row.properties is None else dict(row.properties),
+    )
+
+
 def history_row_json(row: HistoryRow) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "eventId": row.event_id,
-        "eventType": row.event_type,
-        "timestamp": format_timestamp(row.timestamp),
-        "timestampUs": row.timestamp,
-        "points": row.points,
-        "scoreBefore": row.score_before,
-        "scoreAfter": row.score_after,
-    }
-    if row.properties is not None:
-        out["properties"] = dict(row.properties)
+    out: dict[str, Any] = msgspec.to_builtins(history_row_record(row))
     return out
 
 
@@ -193,32 +203,36 @@ def materialized_version(epoch: int, lead_version: int) -> int:
     return (epoch << VERSION_EPOCH_BITS) | lead_version
 
 
-def lead_json(view: LeadView, epoch: int = 0) -> dict[str, Any]:
+def lead_state(view: LeadView, epoch: int = 0) -> wire.LeadState:
+    """The lead as a LeadChange carries it (and the API shows it, as `lead_json`)."""
     s = view.summary
-    return {
-        "projectId": s.project_id,
-        "leadId": s.lead_id,
-        "aliases": list(s.aliases),
-        "email": s.email,
-        "name": s.name,
-        "company": s.company,
-        "currentScore": view.current_score,
-        "leadStage": view.lead_stage,
-        "velocityScore": view.velocity_score,
-        "eventsLast24h": view.events_last_24h,
-        "eventCount": s.event_count,
-        "firstEventAt": format_timestamp(s.first_timestamp)
-        if s.first_timestamp is not None
-        else None,
-        "lastEventAt": format_timestamp(s.last_timestamp) if s.last_timestamp is not None else None,
-        "scoreAtLastEvent": s.score,
-        "emailClaim": list(s.email_claim) if s.email_claim else None,
-        "version": materialized_version(epoch, s.version),
-        "computedAt": format_timestamp(view.computed_at),
-    }
+    return wire.LeadState(
+        project_id=s.project_id,
+        lead_id=s.lead_id,
+        aliases=tuple(s.aliases),
+        email=s.email,
+        name=s.name,
+        company=s.company,
+        current_score=view.current_score,
+        lead_stage=view.lead_stage,
+        velocity_score=view.velocity_score,
+        events_last_24h=view.events_last_24h,
+        event_count=s.event_count,
+        first_event_at=None if s.first_timestamp is None else format_timestamp(s.first_timestamp),
+        last_event_at=None if s.last_timestamp is None else format_timestamp(s.last_timestamp),
+        score_at_last_event=s.score,
+        email_claim=s.email_claim,
+        version=materialized_version(epoch, s.version),
+        computed_at=format_timestamp(view.computed_at),
+    )
 
 
-ChangeKind = Literal["upsert", "refresh", "remove"]
+def lead_json(view: LeadView, epoch: int = 0) -> dict[str, Any]:
+    out: dict[str, Any] = msgspec.to_builtins(lead_state(view, epoch))
+    return out
+
+
+ChangeKind = Literal["upsert", "refresh"]
 
 
 # A merged lead never lives again within an epoch, so its tombstone takes the epoch's highest
@@ -231,34 +245,44 @@ TOMBSTONE_LEAD_VERSION = (1 << VERSION_EPOCH_BITS) - 1
 def lead_removal(project_id: str, lead_id: str, merged_into: str, now: int, *, epoch: int) -> bytes:
     """The LeadChange of a lead merged into another: its document becomes a tombstone that
     outranks every document of the lead in this epoch."""
-    return orjson.dumps(
-        {
-            "schema": LEAD_CHANGE_SCHEMA,
-            "kind": "remove",
-            "lead": {
-                "projectId": project_id,
-                "leadId": lead_id,
-                "version": materialized_version(epoch, TOMBSTONE_LEAD_VERSION),
-                "mergedInto": merged_into,  # informational; the tombstone says merged: true
-                "computedAt": format_timestamp(now),
-            },
-            "history": [],
-        }
+    return wire.encode(
+        wire.RemoveChange(
+            lead=wire.RemovedLead(
+                project_id=project_id,
+                lead_id=lead_id,
+                version=materialized_version(epoch, TOMBSTONE_LEAD_VERSION),
+                merged_into=merged_into,  # informational; the tombstone says merged: true
+                computed_at=format_timestamp(now),
+            )
+        )
     )
+
+
+def lead_erasure(project_id: str, lead_id: str, *, epoch: int) -> bytes:
+    """The LeadChange of an erased lead key (ADR 0020): the sink deletes its documents."""
+    return wire.encode(
+        wire.EraseChange(
+            lead=wire.ErasedLead(
+                project_id=project_id,
+                lead_id=lead_id,
+                version=materialized_version(epoch, 0),
+            )
+        )
+    )
+
+
+_CHANGES: dict[str, type[wire.UpsertChange] | type[wire.RefreshChange]] = {
+    "upsert": wire.UpsertChange,
+    "refresh": wire.RefreshChange,
+}
 
 
 def lead_change(
     kind: ChangeKind, view: LeadView, rows: Iterable[HistoryRow] = (), *, epoch: int = 0
 ) -> bytes:
     """A LeadChange: the lead as of its `version`, plus the history rows that changed."""
-    return orjson.dumps(
-        {
-            "schema": LEAD_CHANGE_SCHEMA,
-            "kind": kind,
-            "lead": lead_json(view, epoch),
-            "history": [history_row_json(r) for r in rows],
-        }
-    )
+    history = tuple(history_row_record(r) for r in rows)
+    return wire.encode(_CHANGES[kind](lead=lead_state(view, epoch), history=history))
 
 
 def lead_changes(
@@ -277,13 +301,11 @@ def lead_changes(
     alone by the others (same version). A late event on a lead with thousands of later events
     rewrites all of their rows — one message would outgrow the producer's limit.
     """
-    head = orjson.dumps(
-        {"schema": LEAD_CHANGE_SCHEMA, "kind": kind, "lead": lead_json(view, epoch), "history": []}
-    )
-    encoded = [orjson.dumps(history_row_json(r)) for r in rows]
+    head = wire.encode(_CHANGES[kind](lead=lead_state(view, epoch)))
+    encoded = [wire.encode(history_row_record(r)) for r in rows]
     if not encoded:
         return [head]
-    base = head[:-2]  # up to `"history":[`, closed again below
+    base = head[:-2]  # up to `"history":[` (the last field), closed again below
     return [
         base + b",".join(part) + b"]}"
         for part in split_by_bytes(encoded, max_bytes - len(head), separator=1)

@@ -11,6 +11,7 @@ from typing import Any
 from faust.web import Request, Response
 
 from agents.outbox import send_command
+from app import wire
 from app.settings import settings
 from app.topology import app
 from core.lead import LeadSummary
@@ -54,7 +55,7 @@ class RebuildView(ApiView):
         project = await self.project(request, need="admin")
         key = f"{project.projectId}:{path_param(lead_id, 'leadId')}".encode()
         with heavy.slot():
-            await send_command(key, {"command": "rebuild", "projectId": project.projectId})
+            await send_command(key, wire.Rebuild(project_id=project.projectId))
         return self.reply({"status": "queued", "leadId": lead_id}, status=202)
 
 
@@ -64,7 +65,7 @@ class RescoreView(ApiView):
 
     async def post(self, request: Request) -> Response:
         project = await self.project(request, need="admin")
-        body = {"command": "rescore-project", "projectId": project.projectId}
+        body = wire.RescoreProject(project_id=project.projectId)
         with heavy.slot():
             for partition in range(settings.partitions):
                 await send_command(f"{project.projectId}:*".encode(), body, partition=partition)
