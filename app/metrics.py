@@ -125,6 +125,7 @@ _REASON_CLASSES = frozenset(
         "unknown project",
         "command for an unknown project",
         "invalid lead command",
+        "invalid identity record",
         "not a lead change",
         "cannot be written to MongoDB",
         "internal error",

@@ -11,6 +11,7 @@ import pytest
 from msgspec import Raw
 
 from app import wire
+from app.metrics import dead_letter_class
 from app.records import lead_change, lead_changes, lead_erasure, lead_removal
 from core.lead import HistoryRow, LeadSummary, LeadView
 
@@ -277,3 +278,15 @@ def test_a_malformed_lead_change_is_refused_naming_the_field(
     with pytest.raises(wire.WireError, match="not a lead change") as refused:
         wire.decode_lead_change(orjson.dumps(change))
     assert field in str(refused.value)
+
+
+def test_refusals_are_counted_under_their_own_reason_class() -> None:
+    refusals = [
+        (lambda: wire.decode_command(b"[]", EPOCH), "invalid lead command"),
+        (lambda: wire.decode_claim(b"[]", EPOCH), "invalid identity record"),
+        (lambda: wire.decode_lead_change(b"[]"), "not a lead change"),
+    ]
+    for decode, reason_class in refusals:
+        with pytest.raises(wire.WireError) as refused:
+            decode()
+        assert dead_letter_class(str(refused.value)) == reason_class
