@@ -17,9 +17,11 @@ from tests.integration.support import (
     Reference,
     api_mismatches,
     consume_all,
+    dead_letters,
     eventually,
     iso,
     now_us,
+    produce_raw,
     project_id_of,
     unique_prefix,
     wait_mongo_matches,
@@ -78,3 +80,97 @@ async def test_unstorable_records_on_the_topic_are_dead_lettered_and_the_lead_go
         body = orjson.loads(by_id[event_id].value)
         assert body["reason"] == "invalid event", body
         assert field in {e["field"] for e in body["errors"]}, body
+
+
+async def test_malformed_commands_and_claims_are_dead_lettered_naming_the_field(
+    deployment: Deployment, api: Api, mongo_db: Any
+) -> None:
+    """ADR 0022: a lead command or identity record of this epoch that does not decode is
+    dead-lettered with the field at fault; one of another epoch is ignored, even malformed; the
+    agents go on (an identify of the same email, on the same claims partition, still owns it)."""
+    pid = await project_id_of(api)
+    lead = unique_prefix("cmd-lead")
+    email = f"{unique_prefix('owner')}@example.com"
+    command_key, claim_key = f"{pid}:{lead}".encode(), f"{pid}:{email}".encode()
+    commands_topic = f"{deployment.prefix}.lead-commands"
+    claims_topic = f"{deployment.prefix}.identity-claims"
+    commands = [  # (value, the field its dead letter must name; None: ignored)
+        ({"command": "nope", "projectId": 5, "epoch": 7}, None),  # another epoch
+        (
+            {"command": "promote", "projectId": pid, "email": email, "eventId": "x"}
+            | {"timestamp": "yesterday", "epoch": 1},
+            "$.timestamp",
+        ),
+        ({"command": "nope", "projectId": pid, "epoch": 1}, "$.command"),
+        (
+            {"command": "absorb", "projectId": pid, "from": "a", "events": [[1]], "epoch": 1},
+            "$.events[0]",
+        ),
+    ]
+    claims = [
+        ({"claimant": 5, "epoch": 7}, None),
+        (
+            {"projectId": pid, "email": email, "eventId": "x", "timestamp": 1, "epoch": 1},
+            "claimant",
+        ),
+        (
+            {
+                "release": True,
+                "projectId": pid,
+                "email": 5,
+                "lead": "l",
+                "eventId": "x",
+                "epoch": 1,
+            },
+            "$.email",
+        ),
+    ]
+    placed: dict[tuple[str, int, int], str | None] = {}
+    for topic, key, records in (
+        (commands_topic, command_key, commands),
+        (claims_topic, claim_key, claims),
+    ):
+        positions = await produce_raw(
+            deployment.bootstrap_servers, topic, [(key, orjson.dumps(v)) for v, _ in records]
+        )
+        for (partition, offset), (_, field) in zip(positions, records, strict=True):
+            placed[(topic, partition, offset)] = field
+    malformed = {position: field for position, field in placed.items() if field is not None}
+
+    # the ignored records come first on their partitions: had they been dead-lettered, they
+    # would be among the first dead letters of their keys
+    parked = await dead_letters(
+        deployment.bootstrap_servers,
+        deployment.prefix,
+        keep=lambda d: d["key"] in (command_key.decode(), claim_key.decode()),
+        count=len(malformed),
+    )
+    assert {(d["topic"], d["partition"], d["offset"]) for d in parked} == set(malformed)
+    for d in parked:
+        field = malformed[(d["topic"], d["partition"], d["offset"])]
+        assert field in d["reason"], d
+        assert d["reason"].startswith(
+            "invalid lead command" if d["topic"] == commands_topic else "invalid identity record"
+        ), d
+
+    # the identity agent goes on past them: an identify of that email claims it
+    ts = iso(now_us() // 1_000_000 * 1_000_000 - US_PER_HOUR)
+    identify = {
+        "projectId": pid,
+        "eventId": unique_prefix("id"),
+        "eventType": "identify",
+        "leadId": lead,
+        "timestamp": ts,
+        "properties": {"email": email},
+    }
+    await produce_raw(
+        deployment.bootstrap_servers,
+        f"{deployment.prefix}.events",
+        [(command_key, orjson.dumps(identify))],
+    )
+
+    async def owner() -> Any:
+        return await mongo_db.leads.find_one({"projectId": pid, "email": email})
+
+    found = await eventually(owner, lambda doc: doc is not None, timeout=90)
+    assert found["leadId"] == lead
