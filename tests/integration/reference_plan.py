@@ -1,4 +1,8 @@
-"""LeadChanges → MongoDB operations: coalesced per lead and row, idempotent and monotonic (pure).
+"""The test oracle of `store.plan`: the write planner as first designed (one `$cond` per field),
+kept verbatim so that tests/integration/test_store_plan.py can hold the store's cheaper update
+shapes to exactly the documents these gave. Not used by the product.
+
+LeadChanges → MongoDB operations: coalesced per lead and row, idempotent and monotonic (pure).
 
 Every write is guarded by the version it carries, so replaying any suffix of lead-changes, or
 writing the same batch twice, never moves a document backwards. Two upserts racing to insert the
