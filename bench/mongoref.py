@@ -5,8 +5,9 @@ Takes real LeadChanges (read from a scoring run's lead-changes topic), cuts them
 per lead and one per history row, and writes them to a fresh database with the product's indexes:
 
 - `plain`: the same documents as plain `{$set: ...}` upserts (what any MongoDB client would send);
-- `sink`: exactly `store.plan.plan_writes` (update pipelines with the per-lead version
-  guard), i.e. the sink's writes without Kafka or Faust around them.
+- `sink`: exactly `store.plan.plan_writes` written by `store.writes.write_plan` (first writes
+  of history rows as inserts, the rest as version-guarded update pipelines; leads and history
+  in two concurrent bulk writes), i.e. the sink's writes without Kafka or Faust around them.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pymongo import UpdateOne
 
 from store.indexes import ensure_indexes
 from store.plan import plan_writes
+from store.writes import write_plan
 
 __all__ = ["measure"]
 
@@ -68,11 +70,13 @@ async def measure(
         for i in range(0, len(changes), batch):
             chunk = changes[i : i + batch]
             t = time.monotonic()
-            if variant == "plain":
-                lead_ops, row_ops = _plain_ops(chunk)
-            else:
+            if variant != "plain":  # the store's exact writes, through its own write path
                 plan = plan_writes(chunk, datetime.now(UTC))
-                lead_ops, row_ops = plan.leads, plan.history
+                plan_seconds += time.monotonic() - t
+                await write_plan(db, plan)
+                ops += len(plan.leads) + len(plan.history)
+                continue
+            lead_ops, row_ops = _plain_ops(chunk)
             plan_seconds += time.monotonic() - t
             if lead_ops:
                 await db.leads.bulk_write(lead_ops, ordered=False)

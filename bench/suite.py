@@ -170,6 +170,9 @@ class Suite:
             if self.only == "automation":
                 await self._phase("automation", self.automation_deployments, top=True)
                 return
+            if self.only == "sink":
+                await self._phase("sink", self.sink_alone_deployment, top=True)
+                return
             await self._phase("score", self.score_deployment, top=True)
             await self._phase("inorder", self.inorder_deployment, top=True)
             if self.sizes.deep:
@@ -337,6 +340,101 @@ class Suite:
         log(
             f"    {m['eventsPerSec']:,.0f} events/s scored and in MongoDB "
             f"(scoring part done after {m.get('scoredAfterSeconds')} s)"
+        )
+
+    async def sink_alone_deployment(self) -> None:
+        """(3c): the sink alone against the server's own rate for the same writes, in one run.
+
+        A worker with the sink off scores the `mat` workload and stops; then a `leadscore sink`
+        process materializes the pre-filled lead-changes topic with nothing else running, timed
+        from its first history row to MongoDB holding everything. `bench/mongoref.py` writes
+        all the same LeadChanges, cut and coalesced the same way, as plain `$set` upserts right
+        before and right after the sink (the reference is their mean: the machine is shared)
+        and once as the store's exact plan.
+        """
+        s = self.sizes
+        d = self.deployment("k")
+        workload = await self.prepare(d, s.mat_leads, s.mat_events)
+        self.results.setdefault("workloads", {})["sink"] = workload.describe()
+        log("(3c) the lead-changes of the mat workload, scored by a worker with the sink off")
+        w = d.worker("w1", LEADSCORE_SINK="off")
+        await self.drain(d, [w], workload, version=1)
+        w.stop()
+        changes: list[dict[str, Any]] = []
+        await scan_topic(
+            self.bootstrap, d.topic("lead-changes"), d.partitions,
+            lambda _p, r: changes.append(orjson.loads(r.value)),
+        )  # fmt: skip
+        refs: list[dict[str, Any]] = []
+
+        async def reference(variant: str) -> dict[str, Any]:
+            cpu = self.cpu()
+            name = f"{d.prefix}_raw_{variant}{len(refs)}"
+            r = await measure(self.mongo_url, name, changes, SINK_BATCH, variant)
+            r["cpu"] = cpu.read()
+            refs.append(r)
+            log(f"    server raw, {variant}: {r['eventsPerSec']:,.0f} changes/s")
+            return r
+
+        from bench.mongoref import measure
+
+        before = await reference("plain")
+        log(f"(3c) a `leadscore sink` process alone on {len(changes)} LeadChanges")
+        sink = d.worker("sink", LEADSCORE_ROLE="sink")
+        sink.start()
+        from motor.motor_asyncio import AsyncIOMotorClient
+
+        client: Any = AsyncIOMotorClient(self.mongo_url, tz_aware=True)
+        db = client[d.prefix]
+        samples: list[tuple[float, int]] = []
+        first = done = None
+        cpu: CpuClock | None = None
+        deadline = time.monotonic() + 120 + len(changes) / 50
+        try:
+            while done is None:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(
+                        f"sink not done: {samples[-1:]} of {workload.distinct_events}"
+                    )
+                sink.check()
+                rows = await db.score_history.estimated_document_count()
+                now = time.monotonic()
+                samples.append((now, rows))
+                if rows and first is None:
+                    first, cpu = now, self.cpu([sink])
+                if rows >= workload.distinct_events and not await self._verify_mongo(db, workload):
+                    done = time.monotonic()
+                await asyncio.sleep(0.1)
+        finally:
+            client.close()
+        assert first is not None and cpu is not None
+        cpu_used = cpu.read()
+        sink.stop()
+        after = await reference("plain")
+        exact = await reference("sink")
+        seconds = max(done - first, POLL)
+        steady = steady_rate(samples, workload.distinct_events)
+        per_row = len(changes) / workload.distinct_events
+        rate = len(changes) / seconds
+        raw = (before["eventsPerSec"] + after["eventsPerSec"]) / 2
+        self.results["sinkAlone"] = {
+            "changes": len(changes),
+            "historyRows": workload.distinct_events,
+            "leads": workload.leads,
+            "seconds": round(seconds, 2),
+            "changesPerSec": round(rate, 1),
+            "steadyChangesPerSec": round(steady * per_row, 1) if steady else None,
+            "cpuCores": cpu_used,
+            "serverRawChangesPerSec": round(raw, 1),
+            "ratio": round(rate / raw, 3),
+            "steadyRatio": round(steady * per_row / raw, 3) if steady else None,
+            "exactPlanChangesPerSec": exact["eventsPerSec"],
+            "references": refs,
+            "workerErrors": _log_errors([sink]),
+        }
+        log(
+            f"    sink {rate:,.0f} changes/s, server raw {raw:,.0f}/s: sink ÷ server raw = "
+            f"{rate / raw:.3f} (steady {self.results['sinkAlone']['steadyRatio']})"
         )
 
     # -- measurements --------------------------------------------------------------------------

@@ -5,10 +5,13 @@ writing the same batch twice, never moves a document backwards. Two upserts raci
 same new document can still meet on the unique index (error 11000); the sink ignores that,
 since the document it lost to is at least as new.
 
-Each operation is an update pipeline of ONE `$replaceWith` stage whose single `$cond` evaluates
-the guard once per document: the guarded document when the change is newer, `$$ROOT` (untouched)
-otherwise (ADR 0023). The per-field `$cond` of the first design gave the same documents at about
-half the MongoDB-wire server's plain `$set` rate; this shape runs at that rate.
+Cheap shapes, same documents (ADR 0023): a history row's first write — nearly every row of a
+batch — is a plain insert, which falls back to the guarded upsert when the row exists already
+(`MaterializationPlan.history_fallbacks`). Every guarded update is an update pipeline of ONE
+`$replaceWith` stage whose single `$cond` evaluates the guard once per document: the guarded
+document when the change is newer, `$$ROOT` (untouched) otherwise. The first design's per-field
+`$cond` pipelines gave the same documents at about half the MongoDB-wire server's plain `$set`
+rate.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from pymongo import DeleteMany, UpdateOne
+from pymongo import DeleteMany, InsertOne, UpdateOne
 
 from core.timeutil import parse_timestamp, to_datetime
 
@@ -54,7 +57,11 @@ class MaterializationPlan:
     # the upsert behind each op in `leads` (None for refreshes and tombstones), so that the sink
     # can settle an email-index conflict and rewrite the op
     lead_upserts: list[LeadUpsert | None] = field(default_factory=list)
-    history: list[UpdateOne] = field(default_factory=list)
+    # a row's first write (it carries the event's properties) is a plain insert; if the row is
+    # there already (a replay, a redo) the insert fails on the unique index and the sink writes
+    # `history_fallbacks[i]` instead: the guarded upsert every other row gets directly
+    history: list[InsertOne | UpdateOne] = field(default_factory=list)
+    history_fallbacks: list[UpdateOne] = field(default_factory=list)
     history_removals: list[DeleteMany] = field(default_factory=list)  # rows of merged leads
 
 
@@ -139,12 +146,13 @@ def plan_writes(changes: Iterable[Mapping[str, Any]], now: datetime) -> Material
             always.append(
                 {"properties": {"$ifNull": ["$properties", {"$literal": row["properties"]}]}}
             )
-        update = _merged(fields, newer_row, *always)
+        row_key = {"projectId": pid, "leadId": lead_id, "eventId": event_id}
+        guarded = UpdateOne(row_key, _merged(fields, newer_row, *always), upsert=True)
+        first = "properties" in row
         plan.history.append(
-            UpdateOne(
-                {"projectId": pid, "leadId": lead_id, "eventId": event_id}, update, upsert=True
-            )
+            InsertOne({**row_key, **fields, "properties": row["properties"]}) if first else guarded
         )
+        plan.history_fallbacks.append(guarded)
     return plan
 
 

@@ -31,17 +31,22 @@ Refused = Callable[[Sequence[Change], Exception], Awaitable[None]]
 _ATTEMPTS = 5
 
 
-async def _bulk(collection: Any, ops: Sequence[Any]) -> None:
-    """Unordered bulk write; an upsert that lost an insert race (11000) is re-run as an update."""
-    pending = list(ops)
+async def _bulk(
+    collection: Any, ops: Sequence[Any], fallbacks: Sequence[Any] | None = None
+) -> None:
+    """Unordered bulk write. An op refused on a unique index (11000) is re-run as its fallback
+    (an insert of a row that exists already: the guarded upsert), or as itself (an upsert that
+    lost an insert race: it is an update now)."""
+    pending = list(zip(ops, fallbacks or ops, strict=True))
     for _ in range(_ATTEMPTS):
         if not pending:
             return
         try:
-            await collection.bulk_write(pending, ordered=False)
+            await collection.bulk_write([op for op, _ in pending], ordered=False)
             return
         except BulkWriteError as exc:
-            pending = [pending[e["index"]] for e in _duplicate_key_errors(exc)]
+            retry = [pending[e["index"]][1] for e in _duplicate_key_errors(exc)]
+            pending = list(zip(retry, retry, strict=True))
     raise RuntimeError(f"{len(pending)} upserts kept colliding on a unique index")
 
 
@@ -97,7 +102,9 @@ async def write_plan(db: Any, plan: MaterializationPlan) -> None:
     """The leads and the history rows in two concurrent bulk writes (independent collections:
     the round trips overlap), then the rows of merged-away leads removed."""
     results = await asyncio.gather(
-        _write_leads(db.leads, plan), _bulk(db.score_history, plan.history), return_exceptions=True
+        _write_leads(db.leads, plan),
+        _bulk(db.score_history, plan.history, plan.history_fallbacks),
+        return_exceptions=True,
     )
     for result in results:  # both finished: a retry never overlaps a write still in flight
         if isinstance(result, BaseException):
