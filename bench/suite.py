@@ -8,6 +8,9 @@ Deployments (each its own topic prefix, consumer group and MongoDB database):
 - `deep` — the same kind of workload with 10x more events per lead (8).
 - `mat` — the materialization workload with the sink on (3, profiled), the MongoDB raw reference
   on the very LeadChanges the sink consumed (3), then end-to-end latency (5) on that worker.
+- `k` — the same workload scored with the sink off, then a `leadscore sink` process alone on the
+  pre-filled lead-changes against the server's own rate for the same writes (3c; also
+  `python -m bench --only sink`).
 """
 
 from __future__ import annotations
@@ -76,6 +79,7 @@ class Sizes:
     deep: bool = True  # measure the `deep` workload of (8); likewise
     ingest_process: bool = True  # measure (4b), ingest through a `leadscore ingest`; likewise
     sink_process: bool = True  # measure (3b), the sink in a `leadscore sink` process; likewise
+    sink_alone: bool = True  # measure (3c), that process alone on pre-filled lead-changes; likewise
 
 
 QUICK = Sizes(
@@ -102,6 +106,7 @@ QUICK = Sizes(
     deep=False,
     ingest_process=False,
     sink_process=False,
+    sink_alone=False,
 )
 DEFAULT = Sizes(
     name="default",
@@ -178,6 +183,8 @@ class Suite:
             if self.sizes.deep:
                 await self._phase("deep", self.deep_deployment, top=True)
             await self._phase("mat", self.mat_deployment, top=True)
+            if self.sizes.sink_alone:
+                await self._phase("sinkAlone", self.sink_alone_deployment, top=True)
             await self._phase("automation", self.automation_deployments, top=True)
         finally:
             await self.probe.stop()
@@ -389,6 +396,9 @@ class Suite:
         samples: list[tuple[float, int]] = []
         first = done = None
         cpu: CpuClock | None = None
+        run: ProfileRun | None = None
+        profile_seconds = min(s.profile_seconds, 5.0)  # the sink is done in ~10 s
+        profile: dict[str, Any] | None = None
         deadline = time.monotonic() + 120 + len(changes) / 50
         try:
             while done is None:
@@ -402,11 +412,18 @@ class Suite:
                 samples.append((now, rows))
                 if rows and first is None:
                     first, cpu = now, self.cpu([sink])
+                    out = self.workdir / "profile-sink.txt"
+                    run = ProfileRun(sink.pid, profile_seconds, out)
                 if rows >= workload.distinct_events and not await self._verify_mongo(db, workload):
                     done = time.monotonic()
                 await asyncio.sleep(0.1)
+            if run is not None:
+                profile = await asyncio.to_thread(run.finish, profile_seconds + 60)
+                profile["seconds"] = profile_seconds
         finally:
             client.close()
+            if run is not None:
+                run.kill()
         assert first is not None and cpu is not None
         cpu_used = cpu.read()
         sink.stop()
@@ -431,6 +448,7 @@ class Suite:
             "exactPlanChangesPerSec": exact["eventsPerSec"],
             "references": refs,
             "workerErrors": _log_errors([sink]),
+            "profile": profile,
         }
         log(
             f"    sink {rate:,.0f} changes/s, server raw {raw:,.0f}/s: sink ÷ server raw = "
