@@ -168,8 +168,9 @@ def rows(report: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                 f"{a['ratio']:.3f}** (plain `$set` upserts of the same LeadChanges, mean of "
                 f"{' and '.join(_n(x) for x in raws)}/s right before and after), steady "
                 f"{a['steadyRatio']}; ÷ the store's exact writes sent directly "
-                f"({_n(a['exactPlanChangesPerSec'])}/s) = "
-                f"{_ratio(a['changesPerSec'], a['exactPlanChangesPerSec'])}; "
+                f"({_n(a['exactPlanChangesPerSec'])}/s, mean of before and after) = "
+                f"{_ratio(a['changesPerSec'], a['exactPlanChangesPerSec'])}; the sink in "
+                f"MongoDB writes {_n(a.get('sinkWriteSeconds'), 1)} s of {_n(a['seconds'], 1)} s; "
                 f"{_cpu(a['cpuCores'])}",
             )
         )

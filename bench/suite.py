@@ -355,9 +355,9 @@ class Suite:
         A worker with the sink off scores the `mat` workload and stops; then a `leadscore sink`
         process materializes the pre-filled lead-changes topic with nothing else running, timed
         from its first history row to MongoDB holding everything. `bench/mongoref.py` writes
-        all the same LeadChanges, cut and coalesced the same way, as plain `$set` upserts right
-        before and right after the sink (the reference is their mean: the machine is shared)
-        and once as the store's exact plan.
+        all the same LeadChanges, cut and coalesced the same way, as plain `$set` upserts and as
+        the store's exact writes, each right before and right after the sink (the references are
+        their means: the machine is shared).
         """
         s = self.sizes
         d = self.deployment("k")
@@ -385,7 +385,8 @@ class Suite:
 
         from bench.mongoref import measure
 
-        before = await reference("plain")
+        await reference("plain")
+        await reference("sink")
         log(f"(3c) a `leadscore sink` process alone on {len(changes)} LeadChanges")
         sink = d.worker("sink", LEADSCORE_ROLE="sink")
         sink.start()
@@ -426,14 +427,20 @@ class Suite:
                 run.kill()
         assert first is not None and cpu is not None
         cpu_used = cpu.read()
+        writing = await _sink_write_seconds(sink.url)
         sink.stop()
-        after = await reference("plain")
-        exact = await reference("sink")
+        await reference("plain")
+        await reference("sink")
         seconds = max(done - first, POLL)
         steady = steady_rate(samples, workload.distinct_events)
         per_row = len(changes) / workload.distinct_events
         rate = len(changes) / seconds
-        raw = (before["eventsPerSec"] + after["eventsPerSec"]) / 2
+
+        def mean(variant: str) -> float:
+            rates = [r["eventsPerSec"] for r in refs if r["variant"] == variant]
+            return sum(rates) / len(rates)
+
+        raw, exact = mean("plain"), mean("sink")
         self.results["sinkAlone"] = {
             "changes": len(changes),
             "historyRows": workload.distinct_events,
@@ -445,7 +452,9 @@ class Suite:
             "serverRawChangesPerSec": round(raw, 1),
             "ratio": round(rate / raw, 3),
             "steadyRatio": round(steady * per_row / raw, 3) if steady else None,
-            "exactPlanChangesPerSec": exact["eventsPerSec"],
+            "exactPlanChangesPerSec": round(exact, 1),
+            "exactRatio": round(rate / exact, 3),
+            "sinkWriteSeconds": writing,  # the sink's own time in MongoDB writes (its metrics)
             "references": refs,
             "workerErrors": _log_errors([sink]),
             "profile": profile,
@@ -812,6 +821,24 @@ class Suite:
             f"{r['eventsPerSec']:,.0f} events/s (steady {r.get('steadyEventsPerSec')}, from start "
             f"{r['fromStartEventsPerSec']:,.0f}); lag 0 after {r.get('lagZeroAfterSeconds')} s"
         )
+
+
+async def _sink_write_seconds(url: str) -> float | None:
+    """Seconds the sink spent writing batches to MongoDB, from its `GET /metrics`."""
+    import aiohttp
+
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http,
+            http.get(f"{url}/metrics") as resp,
+        ):
+            text = await resp.text()
+    except aiohttp.ClientError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("leadscore_sink_batch_seconds_sum"):
+            return round(float(line.split()[-1]), 2)
+    return None
 
 
 def _series(
