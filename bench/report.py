@@ -169,8 +169,9 @@ def rows(report: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                 f"{' and '.join(_n(x) for x in raws)}/s right before and after), steady "
                 f"{a['steadyRatio']}; ÷ the store's exact writes sent directly "
                 f"({_n(a['exactPlanChangesPerSec'])}/s, mean of before and after) = "
-                f"{_ratio(a['changesPerSec'], a['exactPlanChangesPerSec'])}; the sink in "
-                f"MongoDB writes {_n(a.get('sinkWriteSeconds'), 1)} s of {_n(a['seconds'], 1)} s; "
+                f"{_ratio(a['changesPerSec'], a['exactPlanChangesPerSec'])}; the sink wrote "
+                f"{_n(a['sinkBatches'].get('batches'))} batches, in MongoDB writes "
+                f"{_n(a['sinkBatches'].get('writeSeconds'), 1)} s of {_n(a['seconds'], 1)} s; "
                 f"{_cpu(a['cpuCores'])}",
             )
         )
