@@ -10,7 +10,6 @@ The agent only decodes and filters records; planning and writing are the store's
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Mapping, Sequence
 from functools import partial
@@ -28,7 +27,6 @@ from app.topology import app, lead_changes_topic, mongo
 
 __all__ = ["sink_agent", "write_changes"]
 
-log = logging.getLogger(__name__)
 EPOCH = settings.app_version
 
 
