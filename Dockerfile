@@ -13,6 +13,7 @@ WORKDIR /srv/leadscore
 COPY pyproject.toml README.md ./
 COPY app ./app
 COPY agents ./agents
+COPY store ./store
 COPY tables ./tables
 COPY web ./web
 # the browser SDK, served by the dashboard at /app/static/leadscore.min.js (package data there)

@@ -1,11 +1,13 @@
-"""MongoDB access: one motor client per process, and the indexes SPEC 6 requires."""
+"""MongoDB access: one motor client per process, and the indexes of `projects`.
+
+The indexes of `leads` and `score_history` belong to the store (`store.indexes`)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorDatabase
-from pymongo import ASCENDING, DESCENDING, IndexModel
+from pymongo import ASCENDING, IndexModel
 
 from app.settings import Settings
 
@@ -42,31 +44,6 @@ class Mongo:
         if self._indexed:
             return
         db = self.db
-        await db.leads.create_indexes(
-            [
-                IndexModel([("projectId", ASCENDING), ("leadId", ASCENDING)], unique=True),
-                IndexModel(
-                    [("projectId", ASCENDING), ("email", ASCENDING)],
-                    unique=True,
-                    partialFilterExpression={"email": {"$type": "string"}},
-                    name="projectId_email_unique",
-                ),
-                IndexModel([("projectId", ASCENDING), ("currentScore", DESCENDING)]),
-                IndexModel([("projectId", ASCENDING), ("leadStage", ASCENDING)]),
-                IndexModel([("projectId", ASCENDING), ("lastEventAt", DESCENDING)]),
-            ]
-        )
-        await db.score_history.create_indexes(
-            [
-                IndexModel(
-                    [("projectId", ASCENDING), ("leadId", ASCENDING), ("eventId", ASCENDING)],
-                    unique=True,
-                ),
-                IndexModel(
-                    [("projectId", ASCENDING), ("leadId", ASCENDING), ("timestampUs", ASCENDING)]
-                ),
-            ]
-        )
         await db.projects.create_indexes(
             [
                 IndexModel([("projectId", ASCENDING)], unique=True),

@@ -1,4 +1,4 @@
-"""`python -m bench [--quick] [--only automation] [--keep] [--no-doc] [--doc] [--render JSON]`:
+"""`python -m bench [--quick] [--only automation|sink] [--keep] [--no-doc] [--doc] [--render JSON]`:
 docs/PERFORMANCE.md."""
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes, about a minute")
     parser.add_argument(
         "--only",
-        choices=["automation"],
+        choices=["automation", "sink"],
         help="run one group of rows only (never rewrites docs/PERFORMANCE.md)",
     )
     parser.add_argument("--keep", action="store_true", help="keep topics, databases, state")

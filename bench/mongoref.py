@@ -5,13 +5,13 @@ Takes real LeadChanges (read from a scoring run's lead-changes topic), cuts them
 per lead and one per history row, and writes them to a fresh database with the product's indexes:
 
 - `plain`: the same documents as plain `{$set: ...}` upserts (what any MongoDB client would send);
-- `sink`: exactly `agents.materialize.plan_writes` (update pipelines with the per-lead version
-  guard), i.e. the sink's writes without Kafka or Faust around them.
+- `sink`: exactly `store.plan.plan_writes` written by `store.writes.write_plan` (first writes
+  of history rows as inserts, the rest as version-guarded update pipelines; leads and history
+  in two concurrent bulk writes), i.e. the sink's writes without Kafka or Faust around them.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -20,9 +20,9 @@ from typing import Any
 from motor.motor_asyncio import AsyncIOMotorClient
 from pymongo import UpdateOne
 
-from agents.materialize import plan_writes
-from app.mongo import Mongo
-from app.settings import Settings
+from store.indexes import ensure_indexes
+from store.plan import plan_writes
+from store.writes import write_plan
 
 __all__ = ["measure"]
 
@@ -60,12 +60,9 @@ def _plain_ops(changes: Sequence[dict[str, Any]]) -> tuple[list[UpdateOne], list
 async def measure(
     mongo_url: str, db_name: str, changes: list[dict[str, Any]], batch: int, variant: str
 ) -> dict[str, Any]:
-    settings = dataclasses.replace(Settings.from_env(), mongo_url=mongo_url, mongo_db=db_name)
-    product = Mongo(settings)
-    await product.ensure_indexes()
-    product.close()
     client: AsyncIOMotorClient[Any] = AsyncIOMotorClient(mongo_url, tz_aware=True)
     db = client[db_name]
+    await ensure_indexes(db)
     ops = 0
     plan_seconds = 0.0
     started = time.monotonic()
@@ -73,11 +70,13 @@ async def measure(
         for i in range(0, len(changes), batch):
             chunk = changes[i : i + batch]
             t = time.monotonic()
-            if variant == "plain":
-                lead_ops, row_ops = _plain_ops(chunk)
-            else:
+            if variant != "plain":  # the store's exact writes, through its own write path
                 plan = plan_writes(chunk, datetime.now(UTC))
-                lead_ops, row_ops = plan.leads, plan.history
+                plan_seconds += time.monotonic() - t
+                await write_plan(db, plan)
+                ops += len(plan.leads) + len(plan.history)
+                continue
+            lead_ops, row_ops = _plain_ops(chunk)
             plan_seconds += time.monotonic() - t
             if lead_ops:
                 await db.leads.bulk_write(lead_ops, ordered=False)

@@ -82,8 +82,11 @@ class ProfileRun:
             self.proc.wait(10)
 
 
+_ROOT = Path(__file__).resolve().parents[1]  # the checkout, wherever it is
+
+
 def _short(file: str) -> str:
-    for marker in ("site-packages/", "/lib/python3.11/", "/work/main/"):
+    for marker in ("site-packages/", "/lib/python3.11/", f"{_ROOT}/"):
         if marker in file:
             return file.split(marker, 1)[1]
     return file
@@ -97,7 +100,7 @@ def _parse(frame: str) -> tuple[str, str]:
 
 
 def _area(file: str) -> str:
-    if file.startswith(("agents/", "tables/", "core/", "app/", "web/")):
+    if file.startswith(("agents/", "tables/", "core/", "app/", "web/", "store/")):
         return "leadscore " + file.split("/", 1)[0] + "/"
     top = file.split("/", 1)[0]
     return {

@@ -147,13 +147,34 @@ def rows(report: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             p = ref["sink"]
             out.append(
                 (
-                    "(3) reference: the same, as the sink's version-guarded pipeline upserts",
+                    "(3) reference: the same, as the store's exact writes",
                     _n(sinkish),
                     _ratio(sinkish, pt),
-                    f"`agents.materialize.plan_writes` output, {_n(p['opsPerSec'])} ops/s; "
-                    f"{_cpu(p.get('cpu'))}",
+                    f"`store.plan.plan_writes` through `store.writes.write_plan` (a history "
+                    f"row's first write an insert, the rest version-guarded `$replaceWith` "
+                    f"upserts), {_n(p['opsPerSec'])} ops/s; {_cpu(p.get('cpu'))}",
                 )
             )
+    if "sinkAlone" in r:
+        a = r["sinkAlone"]
+        raws = [x["eventsPerSec"] for x in a["references"] if x["variant"] == "plain"]
+        out.append(
+            (
+                "(3c) The sink alone: a `leadscore sink` process on the pre-filled lead-changes "
+                "of a `mat`-sized workload (LeadChanges/s)",
+                _n(a["changesPerSec"]),
+                _ratio(a["changesPerSec"], pt),
+                f"{_n(a['changes'])} LeadChanges, {_n(a['leads'])} leads; **sink ÷ server raw = "
+                f"{a['ratio']:.3f}** (plain `$set` upserts of the same LeadChanges, mean of "
+                f"{' and '.join(_n(x) for x in raws)}/s right before and after), steady "
+                f"{a['steadyRatio']}; ÷ the store's exact writes sent directly "
+                f"({_n(a['exactPlanChangesPerSec'])}/s, mean of before and after) = "
+                f"{_ratio(a['changesPerSec'], a['exactPlanChangesPerSec'])}; the sink wrote "
+                f"{_n(a['sinkBatches'].get('batches'))} batches, in MongoDB writes "
+                f"{_n(a['sinkBatches'].get('writeSeconds'), 1)} s of {_n(a['seconds'], 1)} s; "
+                f"{_cpu(a['cpuCores'])}",
+            )
+        )
     http = r.get("http")
     if http:
         b = http["batch"]

@@ -8,6 +8,9 @@ Deployments (each its own topic prefix, consumer group and MongoDB database):
 - `deep` — the same kind of workload with 10x more events per lead (8).
 - `mat` — the materialization workload with the sink on (3, profiled), the MongoDB raw reference
   on the very LeadChanges the sink consumed (3), then end-to-end latency (5) on that worker.
+- `k` — the same workload scored with the sink off, then a `leadscore sink` process alone on the
+  pre-filled lead-changes against the server's own rate for the same writes (3c; also
+  `python -m bench --only sink`).
 """
 
 from __future__ import annotations
@@ -76,6 +79,7 @@ class Sizes:
     deep: bool = True  # measure the `deep` workload of (8); likewise
     ingest_process: bool = True  # measure (4b), ingest through a `leadscore ingest`; likewise
     sink_process: bool = True  # measure (3b), the sink in a `leadscore sink` process; likewise
+    sink_alone: bool = True  # measure (3c), that process alone on pre-filled lead-changes; likewise
 
 
 QUICK = Sizes(
@@ -102,6 +106,7 @@ QUICK = Sizes(
     deep=False,
     ingest_process=False,
     sink_process=False,
+    sink_alone=False,
 )
 DEFAULT = Sizes(
     name="default",
@@ -170,11 +175,16 @@ class Suite:
             if self.only == "automation":
                 await self._phase("automation", self.automation_deployments, top=True)
                 return
+            if self.only == "sink":
+                await self._phase("sink", self.sink_alone_deployment, top=True)
+                return
             await self._phase("score", self.score_deployment, top=True)
             await self._phase("inorder", self.inorder_deployment, top=True)
             if self.sizes.deep:
                 await self._phase("deep", self.deep_deployment, top=True)
             await self._phase("mat", self.mat_deployment, top=True)
+            if self.sizes.sink_alone:
+                await self._phase("sinkAlone", self.sink_alone_deployment, top=True)
             await self._phase("automation", self.automation_deployments, top=True)
         finally:
             await self.probe.stop()
@@ -337,6 +347,121 @@ class Suite:
         log(
             f"    {m['eventsPerSec']:,.0f} events/s scored and in MongoDB "
             f"(scoring part done after {m.get('scoredAfterSeconds')} s)"
+        )
+
+    async def sink_alone_deployment(self) -> None:
+        """(3c): the sink alone against the server's own rate for the same writes, in one run.
+
+        A worker with the sink off scores the `mat` workload and stops; then a `leadscore sink`
+        process materializes the pre-filled lead-changes topic with nothing else running, timed
+        from its first history row to MongoDB holding everything. `bench/mongoref.py` writes
+        all the same LeadChanges, cut and coalesced the same way, as plain `$set` upserts and as
+        the store's exact writes, each right before and right after the sink (the references are
+        their means: the machine is shared).
+        """
+        s = self.sizes
+        d = self.deployment("k")
+        workload = await self.prepare(d, s.mat_leads, s.mat_events)
+        self.results.setdefault("workloads", {})["sink"] = workload.describe()
+        log("(3c) the lead-changes of the mat workload, scored by a worker with the sink off")
+        w = d.worker("w1", LEADSCORE_SINK="off")
+        await self.drain(d, [w], workload, version=1)
+        w.stop()
+        changes: list[dict[str, Any]] = []
+        await scan_topic(
+            self.bootstrap, d.topic("lead-changes"), d.partitions,
+            lambda _p, r: changes.append(orjson.loads(r.value)),
+        )  # fmt: skip
+        refs: list[dict[str, Any]] = []
+
+        async def reference(variant: str) -> dict[str, Any]:
+            cpu = self.cpu()
+            name = f"{d.prefix}_raw_{variant}{len(refs)}"
+            r = await measure(self.mongo_url, name, changes, SINK_BATCH, variant)
+            r["cpu"] = cpu.read()
+            refs.append(r)
+            log(f"    server raw, {variant}: {r['eventsPerSec']:,.0f} changes/s")
+            return r
+
+        from bench.mongoref import measure
+
+        await reference("plain")
+        await reference("sink")
+        log(f"(3c) a `leadscore sink` process alone on {len(changes)} LeadChanges")
+        sink = d.worker("sink", LEADSCORE_ROLE="sink")
+        sink.start()
+        from motor.motor_asyncio import AsyncIOMotorClient
+
+        client: Any = AsyncIOMotorClient(self.mongo_url, tz_aware=True)
+        db = client[d.prefix]
+        samples: list[tuple[float, int]] = []
+        first = done = None
+        cpu: CpuClock | None = None
+        run: ProfileRun | None = None
+        profile_seconds = min(s.profile_seconds, 5.0)  # the sink is done in ~10 s
+        profile: dict[str, Any] | None = None
+        deadline = time.monotonic() + 120 + len(changes) / 50
+        try:
+            while done is None:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(
+                        f"sink not done: {samples[-1:]} of {workload.distinct_events}"
+                    )
+                sink.check()
+                rows = await db.score_history.estimated_document_count()
+                now = time.monotonic()
+                samples.append((now, rows))
+                if rows and first is None:
+                    first, cpu = now, self.cpu([sink])
+                    out = self.workdir / "profile-sink.txt"
+                    run = ProfileRun(sink.pid, profile_seconds, out)
+                if rows >= workload.distinct_events and not await self._verify_mongo(db, workload):
+                    done = time.monotonic()
+                await asyncio.sleep(0.1)
+            if run is not None:
+                profile = await asyncio.to_thread(run.finish, profile_seconds + 60)
+                profile["seconds"] = profile_seconds
+        finally:
+            client.close()
+            if run is not None:
+                run.kill()
+        assert first is not None and cpu is not None
+        cpu_used = cpu.read()
+        batches = await _sink_batches(sink.url)
+        sink.stop()
+        await reference("plain")
+        await reference("sink")
+        seconds = max(done - first, POLL)
+        steady = steady_rate(samples, workload.distinct_events)
+        per_row = len(changes) / workload.distinct_events
+        rate = len(changes) / seconds
+
+        def mean(variant: str) -> float:
+            rates = [r["eventsPerSec"] for r in refs if r["variant"] == variant]
+            return sum(rates) / len(rates)
+
+        raw, exact = mean("plain"), mean("sink")
+        self.results["sinkAlone"] = {
+            "changes": len(changes),
+            "historyRows": workload.distinct_events,
+            "leads": workload.leads,
+            "seconds": round(seconds, 2),
+            "changesPerSec": round(rate, 1),
+            "steadyChangesPerSec": round(steady * per_row, 1) if steady else None,
+            "cpuCores": cpu_used,
+            "serverRawChangesPerSec": round(raw, 1),
+            "ratio": round(rate / raw, 3),
+            "steadyRatio": round(steady * per_row / raw, 3) if steady else None,
+            "exactPlanChangesPerSec": round(exact, 1),
+            "exactRatio": round(rate / exact, 3),
+            "sinkBatches": batches,  # from the sink's metrics: batches, seconds in MongoDB writes
+            "references": refs,
+            "workerErrors": _log_errors([sink]),
+            "profile": profile,
+        }
+        log(
+            f"    sink {rate:,.0f} changes/s, server raw {raw:,.0f}/s: sink ÷ server raw = "
+            f"{rate / raw:.3f} (steady {self.results['sinkAlone']['steadyRatio']})"
         )
 
     # -- measurements --------------------------------------------------------------------------
@@ -696,6 +821,30 @@ class Suite:
             f"{r['eventsPerSec']:,.0f} events/s (steady {r.get('steadyEventsPerSec')}, from start "
             f"{r['fromStartEventsPerSec']:,.0f}); lag 0 after {r.get('lagZeroAfterSeconds')} s"
         )
+
+
+async def _sink_batches(url: str) -> dict[str, float]:
+    """The sink's batches (count) and its seconds in MongoDB writes, from its `GET /metrics`."""
+    import aiohttp
+
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http,
+            http.get(f"{url}/metrics") as resp,
+        ):
+            text = await resp.text()
+    except aiohttp.ClientError:
+        return {}
+    names = {
+        "leadscore_sink_batch_seconds_sum": "writeSeconds",
+        "leadscore_sink_batch_size_count": "batches",
+    }
+    out = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in names:
+            out[names[name]] = round(float(value), 2)
+    return out
 
 
 def _series(

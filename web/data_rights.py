@@ -27,6 +27,7 @@ from app.erasures import key_hash
 from app.records import lead_json
 from app.topology import app, mongo
 from core.timeutil import format_timestamp
+from store import queries
 from tables.leads import lead_store
 from web.base import ApiView, audit, path_param
 from web.leads import _FoundLead, _lead_doc, _OwnedLeadView
@@ -61,13 +62,10 @@ class ExportView(_OwnedLeadView):
             return found  # answered by the owning worker
         pid, canonical = found.project.projectId, found.summary.lead_id
         db = mongo.db
-        doc = await db.leads.find_one({"projectId": pid, "leadId": canonical})
-        history = []
-        async for row in db.score_history.find(
-            {"projectId": pid, "leadId": canonical}, {"_id": 0, "v": 0}
-        ).sort([("timestampUs", 1), ("eventId", 1)]):
+        doc = await queries.lead_document(db, pid, canonical)
+        history = await queries.history(db, pid, canonical, with_project=True)
+        for row in history:
             row["timestamp"] = format_timestamp(row.pop("timestampUs"))
-            history.append(row)
         firings = [
             {k: v for k, v in f.items() if k != "_id"}
             async for f in db.automation_firings.find({"projectId": pid, "leadId": canonical})

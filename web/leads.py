@@ -21,6 +21,7 @@ from core.intelligence import assess
 from core.lead import LeadSummary, lead_view
 from core.scoring import VELOCITY_WINDOW_US
 from core.timeutil import format_timestamp
+from store import queries
 from tables.codec import Alias
 from tables.leads import lead_store, leads_table
 from web.base import ApiError, ApiView, path_param, query_int, query_str
@@ -41,7 +42,6 @@ MAX_OFFSET = 1_000_000
 """Deepest `offset` of any paged route: MongoDB walks every skipped row."""
 
 STAGES = ("qualified", "hot", "warm", "cold")
-LIVE = {"merged": {"$exists": False}}  # merged-away leads stay as tombstones; never listed
 
 
 ROUTED_HEADER = "X-Leadscore-Routed"
@@ -197,32 +197,17 @@ class TimelineView(ApiView):
         path_param(lead_id, "leadId")
         limit = query_int(request, "limit", TIMELINE_PAGE, 1, TIMELINE_MAX_PAGE)
         offset = query_int(request, "offset", 0, 0, MAX_OFFSET)
-        lead = await mongo.db.leads.find_one(
-            {
-                "projectId": pid,
-                "$or": [{"leadId": lead_id}, {"aliases": lead_id}],
-                **LIVE,
-            },
-            {"leadId": 1},
-        )
+        lead = await queries.live_lead_id(mongo.db, pid, lead_id)
         if lead is None:
             raise ApiError(404, "lead not found", [FieldError("leadId", "no such lead")])
-        cursor = (
-            mongo.db.score_history.find(
-                {"projectId": pid, "leadId": lead["leadId"]}, {"_id": 0, "v": 0, "projectId": 0}
-            )
-            .sort([("timestampUs", 1), ("eventId", 1)])
-            .skip(offset)
-            .limit(limit + 1)  # one more than the page: whether another page follows
-        )
-        rows = []
-        async for row in cursor:
+        # one more than the page: whether another page follows
+        rows = await queries.history(mongo.db, pid, lead, offset=offset, limit=limit + 1)
+        for row in rows:
             row["timestamp"] = format_timestamp(row.pop("timestampUs"))
-            rows.append(row)
         more = len(rows) > limit
         return self.reply(
             {
-                "leadId": lead["leadId"],
+                "leadId": lead,
                 "requestedKey": lead_id,
                 "history": rows[:limit],
                 "limit": limit,
@@ -236,13 +221,11 @@ class TimelineView(ApiView):
 class LeadsView(ApiView):
     async def get(self, request: Request) -> Response:
         project = await self.project(request, need="read")
-        query: dict[str, Any] = {"projectId": project.projectId, **LIVE}
-        stage = query_str(request, "stage")
-        if stage:
-            if stage not in STAGES:
-                raise ApiError(400, "invalid query", [FieldError("stage", f"one of {STAGES}")])
-            query["leadStage"] = stage
+        stage = query_str(request, "stage") or None
+        if stage is not None and stage not in STAGES:
+            raise ApiError(400, "invalid query", [FieldError("stage", f"one of {STAGES}")])
         min_score = query_str(request, "minScore", max_chars=32)
+        threshold = None
         if min_score:
             try:
                 threshold = float(min_score)
@@ -252,11 +235,13 @@ class LeadsView(ApiView):
                 raise ApiError(
                     400, "invalid query", [FieldError("minScore", "must be a finite number")]
                 )
-            query["currentScore"] = {"$gte": threshold}
         search = query_str(request, "q")
-        if search:  # the dashboard's search box: a lead key, one of its aliases, or its e-mail
-            term = search.strip()
-            query["$or"] = [{"leadId": term}, {"aliases": term}, {"email": term.lower()}]
+        query = queries.leads_query(  # the dashboard's search box: a key, an alias, an e-mail
+            project.projectId,
+            stage=stage,
+            min_score=threshold,
+            search=search.strip() if search else None,
+        )
         sort_by = query_str(request, "sort") or "score"
         if sort_by not in ("score", "lastActivity"):
             raise ApiError(400, "invalid query", [FieldError("sort", "score or lastActivity")])
@@ -273,9 +258,8 @@ async def _page(
 ) -> dict[str, Any]:
     limit = query_int(request, "limit", 50, 1, 1000)
     offset = query_int(request, "offset", 0, 0, MAX_OFFSET)
-    total = await mongo.db.leads.count_documents(query)
-    cursor = mongo.db.leads.find(query).sort(order).skip(offset).limit(limit)
-    leads = [_lead_doc(doc) async for doc in cursor]
+    total, docs = await queries.leads_page(mongo.db, query, order, offset, limit)
+    leads = [_lead_doc(doc) for doc in docs]
     return {"total": total, "limit": limit, "offset": offset, "leads": leads}
 
 
@@ -284,7 +268,7 @@ class LeaderboardView(ApiView):
     async def get(self, request: Request) -> Response:
         project = await self.project(request, need="read")
         body = await _page(
-            request, {"projectId": project.projectId, **LIVE}, [("currentScore", -1), ("leadId", 1)]
+            request, queries.leads_query(project.projectId), [("currentScore", -1), ("leadId", 1)]
         )
         for rank, lead in enumerate(body["leads"], start=body["offset"] + 1):
             lead["rank"] = rank
@@ -295,14 +279,8 @@ class LeaderboardView(ApiView):
 class LeaderboardByStageView(ApiView):
     async def get(self, request: Request) -> Response:
         project = await self.project(request, need="read")
-        counts = dict.fromkeys(STAGES, 0)
-        pipeline: list[dict[str, Any]] = [
-            {"$match": {"projectId": project.projectId, **LIVE}},
-            {"$group": {"_id": "$leadStage", "count": {"$sum": 1}}},
-        ]
-        async for row in mongo.db.leads.aggregate(pipeline):
-            if row["_id"] in counts:
-                counts[row["_id"]] = row["count"]
+        found = await queries.stage_counts(mongo.db, project.projectId)
+        counts = {stage: found.get(stage, 0) for stage in STAGES}
         return self.reply(
             {"projectId": project.projectId, "stages": counts, "total": sum(counts.values())}
         )

@@ -24,12 +24,12 @@ from app.records import ProjectRecord
 from app.topology import app, mongo
 from core.config import ScoringConfig
 from core.invariants import Violation, check_history_chain, check_lead_against_table
+from store import queries
 from web.admin import heavy
 from web.base import ApiError, ApiView
 
 __all__ = ["MAX_VIOLATIONS", "PAGE", "SystemHealthView"]
 
-LIVE = {"merged": {"$exists": False}}
 PAGE = 1000
 MAX_VIOLATIONS = 1000
 _ALIAS_BATCH = 500
@@ -115,12 +115,8 @@ async def _compare(
     pid: str, scoring: ScoringConfig, table: AsyncIterator[dict[str, Any]], report: _Report
 ) -> None:
     db = mongo.db
-    docs = _Peek(db.leads.find({"projectId": pid, **LIVE}).sort([("leadId", 1)]).__aiter__())
-    rows = _Peek(
-        db.score_history.find({"projectId": pid})
-        .sort([("leadId", 1), ("timestampUs", 1), ("eventId", 1)])
-        .__aiter__()
-    )
+    docs = _Peek(queries.live_leads_of_project(db, pid))
+    rows = _Peek(queries.history_of_project(db, pid))
     tables = _Peek(table)
     alias_batch: dict[str, str] = {}  # alias -> the live lead listing it
     while True:
@@ -172,10 +168,7 @@ async def _check_aliases(pid: str, aliases: dict[str, str], report: _Report) -> 
     """No key is both a canonical lead and an alias of another."""
     if not aliases:
         return
-    async for live in mongo.db.leads.find(
-        {"projectId": pid, "leadId": {"$in": list(aliases)}, **LIVE}, {"leadId": 1}
-    ):
-        alias = live["leadId"]
+    for alias in await queries.live_leads_among(mongo.db, pid, aliases):
         report.add(
             [
                 Violation(

@@ -9,9 +9,9 @@ from typing import Any
 import orjson
 import pytest
 
-from agents.materialize import plan_writes
 from app.records import lead_change, lead_removal
 from core.lead import LeadSummary, LeadView
+from store.plan import plan_writes
 
 pytestmark = pytest.mark.integration
 

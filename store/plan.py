@@ -4,6 +4,14 @@ Every write is guarded by the version it carries, so replaying any suffix of lea
 writing the same batch twice, never moves a document backwards. Two upserts racing to insert the
 same new document can still meet on the unique index (error 11000); the sink ignores that,
 since the document it lost to is at least as new.
+
+Cheap shapes, same documents (ADR 0023): a history row's first write — nearly every row of a
+batch — is a plain insert, which falls back to the guarded upsert when the row exists already
+(`MaterializationPlan.history_fallbacks`). Every guarded update is an update pipeline of ONE
+`$replaceWith` stage whose single `$cond` evaluates the guard once per document: the guarded
+document when the change is newer, `$$ROOT` (untouched) otherwise. The first design's per-field
+`$cond` pipelines gave the same documents at about half the MongoDB-wire server's plain `$set`
+rate.
 """
 
 from __future__ import annotations
@@ -13,11 +21,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from pymongo import DeleteMany, UpdateOne
+from pymongo import DeleteMany, InsertOne, UpdateOne
 
 from core.timeutil import parse_timestamp, to_datetime
 
-__all__ = ["DUPLICATE_KEY", "MaterializationPlan", "plan_writes"]
+__all__ = ["DUPLICATE_KEY", "LeadUpsert", "MaterializationPlan", "plan_writes"]
 
 DUPLICATE_KEY = 11000
 
@@ -36,14 +44,6 @@ _LEAD_FIELDS = (
     "version",
 )
 _REFRESH_FIELDS = ("currentScore", "leadStage", "velocityScore", "eventsLast24h")
-_TOMBSTONE_DROPS = (
-    *(f for f in _LEAD_FIELDS if f != "version"),
-    "firstEventAt",
-    "firstEventAtUs",
-    "lastEventAt",
-    "lastEventAtUs",
-    "computedAt",
-)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -57,7 +57,11 @@ class MaterializationPlan:
     # the upsert behind each op in `leads` (None for refreshes and tombstones), so that the sink
     # can settle an email-index conflict and rewrite the op
     lead_upserts: list[LeadUpsert | None] = field(default_factory=list)
-    history: list[UpdateOne] = field(default_factory=list)
+    # a row's first write (it carries the event's properties) is a plain insert; if the row is
+    # there already (a replay, a redo) the insert fails on the unique index and the sink writes
+    # `history_fallbacks[i]` instead: the guarded upsert every other row gets directly
+    history: list[InsertOne | UpdateOne] = field(default_factory=list)
+    history_fallbacks: list[UpdateOne] = field(default_factory=list)
     history_removals: list[DeleteMany] = field(default_factory=list)  # rows of merged leads
 
 
@@ -109,7 +113,7 @@ def plan_writes(changes: Iterable[Mapping[str, Any]], now: datetime) -> Material
             ]
         }
         plan.leads.append(
-            UpdateOne({"projectId": pid, "leadId": lead_id}, _guarded(doc, same_and_fresher))
+            UpdateOne({"projectId": pid, "leadId": lead_id}, _merged(doc, same_and_fresher))
         )
         plan.lead_upserts.append(None)
     for (pid, lead_id), lead in removals.items():
@@ -119,9 +123,10 @@ def plan_writes(changes: Iterable[Mapping[str, Any]], now: datetime) -> Material
         # canonical lead's sorted aliases do not (replays reproduce the same documents). The
         # absorbed lead's own figures go too: how many of its events it had scored before the
         # merge reply arrived depends on timing, and they now count for the canonical lead.
-        tombstone = _guarded({"merged": True, "version": lead["version"], "updatedAt": now}, newer)
-        for gone in _TOMBSTONE_DROPS:
-            tombstone[0]["$set"][gone] = {"$cond": [newer, "$$REMOVE", f"${gone}"]}
+        # Every other field of the lead goes, dates included (`_replaced`).
+        tombstone = _replaced(
+            pid, lead_id, {"merged": True, "version": lead["version"], "updatedAt": now}, newer
+        )
         plan.leads.append(UpdateOne({"projectId": pid, "leadId": lead_id}, tombstone, upsert=True))
         plan.lead_upserts.append(None)
         plan.history_removals.append(DeleteMany({"projectId": pid, "leadId": lead_id}))
@@ -135,16 +140,19 @@ def plan_writes(changes: Iterable[Mapping[str, Any]], now: datetime) -> Material
             "scoreAfter": row["scoreAfter"],
             "v": version,
         }
-        update = _guarded(fields, {"$lt": [{"$ifNull": ["$v", -1]}, version]})
-        if "properties" in row:  # written once, with the row's first version
-            update[0]["$set"]["properties"] = {
-                "$ifNull": ["$properties", {"$literal": row["properties"]}]
-            }
-        plan.history.append(
-            UpdateOne(
-                {"projectId": pid, "leadId": lead_id, "eventId": event_id}, update, upsert=True
+        newer_row = {"$lt": [{"$ifNull": ["$v", -1]}, version]}
+        always: list[Any] = []
+        if "properties" in row:  # written once, by the first change that carries them
+            always.append(
+                {"properties": {"$ifNull": ["$properties", {"$literal": row["properties"]}]}}
             )
+        row_key = {"projectId": pid, "leadId": lead_id, "eventId": event_id}
+        guarded = UpdateOne(row_key, _merged(fields, newer_row, *always), upsert=True)
+        first = "properties" in row
+        plan.history.append(
+            InsertOne({**row_key, **fields, "properties": row["properties"]}) if first else guarded
         )
+        plan.history_fallbacks.append(guarded)
     return plan
 
 
@@ -163,29 +171,41 @@ class LeadUpsert:
             doc.pop("email", None)
             doc.pop("emailClaim", None)
         newer = {"$lt": [{"$ifNull": ["$version", -1]}, self.version]}
-        update = _guarded(doc, newer)
-        # a live lead (e.g. rebuilt by a replay) is no tombstone, whatever an older epoch said
-        gone = ["merged", *(("email", "emailClaim") if without_email else ())]
-        for name in gone:
-            update[0]["$set"][name] = {"$cond": [newer, "$$REMOVE", f"${name}"]}
+        # a live lead (e.g. rebuilt by a replay) is no tombstone, whatever an older epoch said:
+        # the replacement has no `merged` (nor `email`/`emailClaim` when `without_email`)
+        update = _replaced(self.project_id, self.lead_id, doc, newer)
         return UpdateOne(
             {"projectId": self.project_id, "leadId": self.lead_id}, update, upsert=True
         )
 
 
-def _guarded(fields: Mapping[str, Any], condition: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """An update pipeline setting `fields` only where `condition` holds on the stored document.
+def _replaced(
+    pid: str, lead_id: str, fields: Mapping[str, Any], condition: Mapping[str, Any]
+) -> list[dict[str, Any]]:
+    """An update pipeline replacing the stored lead with `fields` where `condition` holds.
+
+    The planner writes every field a lead document has (the store is the only writer of
+    `leads`), so replacing is what the per-field `$set` of each field plus `$unset` of the
+    absent ones did, in one evaluation of the guard.
 
     The guard lives in the update, not in the filter: the filter stays an exact match on the
     unique index, which every MongoDB-wire server answers from the index (a range predicate in
     the filter made the test server scan the collection). `$literal` keeps user strings that
     start with `$` from being read as field paths.
     """
-    return [
-        {
-            "$set": {
-                name: {"$cond": [condition, {"$literal": value}, f"${name}"]}
-                for name, value in fields.items()
-            }
-        }
-    ]
+    whole = {"projectId": pid, "leadId": lead_id, **fields}
+    replacement = {"$mergeObjects": [{"_id": "$_id"}, {"$literal": whole}]}
+    return [{"$replaceWith": {"$cond": [condition, replacement, "$$ROOT"]}}]
+
+
+def _merged(
+    fields: Mapping[str, Any], condition: Mapping[str, Any], *always: Mapping[str, Any]
+) -> list[dict[str, Any]]:
+    """An update pipeline setting `fields` only where `condition` holds on the stored document
+    (other stored fields stay), and the expressions of `always` whatever the condition."""
+    guarded = {
+        "$cond": [condition, {"$mergeObjects": ["$$ROOT", {"$literal": dict(fields)}]}, "$$ROOT"]
+    }
+    if always:
+        guarded = {"$mergeObjects": [guarded, *always]}
+    return [{"$replaceWith": guarded}]
