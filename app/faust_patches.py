@@ -70,6 +70,7 @@ __all__ = [
     "apply",
     "changed_targets",
     "check_faust_version",
+    "note_changelog_offset",
     "partition_db",
     "source_digest",
     "unsent_messages",
@@ -288,6 +289,15 @@ def _remember_changelog_offset(
     tp = sent.topic_partition
     if unpersisted.get(tp, -1) < sent.offset:
         unpersisted[tp] = sent.offset
+
+
+def note_changelog_offset(table: Any, tp: TP, offset: int) -> None:
+    """Remember a changelog offset the caller produced and wrote to local state itself (the
+    scoring path's batched commit, `tables.leads.LeadStore.commit`): persisted like Faust's
+    own changelog writes, after each commit and when the table stops (patch 5)."""
+    unpersisted: dict[TP, int] = table.__dict__.setdefault(_UNPERSISTED, {})
+    if unpersisted.get(tp, -1) < offset:
+        unpersisted[tp] = offset
 
 
 def _persist_changelog_offsets(table: Any) -> None:
