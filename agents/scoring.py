@@ -309,7 +309,7 @@ def _score_lead(key: bytes, items: list[_Item], now: int, outputs: _Outputs) -> 
     dedup = []
     for item in fresh:
         event = item.event
-        lead.apply(
+        lead.add(
             event.timestamp,
             event.event_id,
             event.event_type,
@@ -320,7 +320,7 @@ def _score_lead(key: bytes, items: list[_Item], now: int, outputs: _Outputs) -> 
         dedup.append((event.event_id, event.timestamp, event.properties, item.source))
         if event.event_type == "identify":
             _claim_if_first(lead, item, outputs)
-        if rules:
+        if rules:  # each event's outcome: chained now (`summary` settles)
             after = lead.summary()
             cause = Cause(event.event_id, event.timestamp, event.event_type)
             outputs.firings += candidates(project, before, lead.view(after), now, cause)

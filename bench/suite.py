@@ -33,6 +33,7 @@ import orjson
 from bench.deploy import CpuClock, Deployment, WorkerProcess, proc_peak_rss_mb, stop_many
 from bench.kafkautil import (
     OffsetProbe,
+    ScoredCounter,
     create_topic,
     delete_topics,
     list_topics,
@@ -170,6 +171,10 @@ class Suite:
             if self.only == "automation":
                 await self._phase("automation", self.automation_deployments, top=True)
                 return
+            if self.only == "scoring":
+                await self._phase("score", self.scoring_only, top=True)
+                await self._phase("inorder", self.inorder_deployment, top=True)
+                return
             await self._phase("score", self.score_deployment, top=True)
             await self._phase("inorder", self.inorder_deployment, top=True)
             if self.sizes.deep:
@@ -220,6 +225,22 @@ class Suite:
             f"{seconds:.1f} s ({workload.total / seconds:,.0f}/s)"
         )
         return workload
+
+    async def scoring_only(self) -> None:
+        """(1) and (2) alone: the reference and the scoring agent on the same workload."""
+        s = self.sizes
+        d = self.deployment("s")
+        workload = await self.prepare(d, s.leads, s.events)
+        self.results["workloads"] = {"score": workload.describe()}
+        await self._phase("passthrough", lambda: self.passthrough(d, workload))
+        log("(2) scoring agent alone: 1 worker, sink off")
+        w = d.worker("w1", LEADSCORE_SINK="off")
+        self.results["scoring"] = await self.drain(
+            d, [w], workload, version=1,
+            profile=(self.workdir / "profile-scoring.txt", s.profile_seconds),
+        )  # fmt: skip
+        w.stop()
+        log(f"    {self._rate_line(self.results['scoring'])}")
 
     async def score_deployment(self) -> None:
         s = self.sizes
@@ -379,11 +400,13 @@ class Suite:
         mongo: bool = False,
         profile: tuple[Path, float] | None = None,
     ) -> dict[str, Any]:
-        """Start `workers` on the pre-filled topic; time until every event is scored (LeadChanges
-        counted on lead-changes, consumer-group lag 0) and, with `mongo`, in MongoDB."""
+        """Start `workers` on the pre-filled topic; time until every event is scored (the
+        leads' latest LeadChanges count every distinct event; consumer-group lag 0 reported)
+        and, with `mongo`, in MongoDB."""
         changes_topic = d.topic("lead-changes")
         dead_topic = d.topic("dead-letter")
-        baseline = await self.probe.total(changes_topic, d.partitions)
+        counter = ScoredCounter(self.bootstrap, changes_topic, d.partitions)
+        await counter.start()
         dead_baseline = await self.probe.total(dead_topic, d.partitions)
         expect = workload.distinct_events
         group = d.group(version)
@@ -420,7 +443,7 @@ class Suite:
                     w.check()
                 if health.done():
                     health.result()  # raises if a worker never became healthy
-                count = await self.probe.total(changes_topic, d.partitions) - baseline
+                count = await counter.poll()
                 now = time.monotonic()
                 if samples and count > samples[-1][1]:
                     progressed = now
@@ -428,7 +451,7 @@ class Suite:
                 if now - progressed > 45 and count < expect:
                     dead = await self.probe.total(dead_topic, d.partitions) - dead_baseline
                     raise RuntimeError(
-                        f"no progress for 45 s at {count} of {expect} LeadChanges, {dead} records "
+                        f"no progress for 45 s at {count} of {expect} events, {dead} records "
                         f"dead-lettered; worker errors: {_log_errors(workers)}"
                     )
                 if count > 0 and first is None:
@@ -466,6 +489,7 @@ class Suite:
                 profile_result = await asyncio.to_thread(run.finish, profile[1] + 60)  # type: ignore[index]
             healthy = await health
         finally:
+            await counter.stop()
             if not health.done():
                 health.cancel()
             if run is not None:

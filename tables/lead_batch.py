@@ -10,7 +10,6 @@ property test `tests/unit/test_lead_batch.py` holds this equal to `core` on arbi
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -24,12 +23,21 @@ from tables.leads import LeadStore
 __all__ = ["LeadBatch"]
 
 
+def _order(event: tuple[int, str, str, int]) -> tuple[int, str]:
+    return (event[0], event[1])
+
+
+def _fact_order(fact: EventFact) -> tuple[int, str]:
+    return (fact.timestamp, fact.event_id)
+
+
 class LeadBatch:
     """A canonical lead while a batch applies its events: read once, written once."""
 
     __slots__ = (
         "_base",
         "_config",
+        "_deferred",
         "_email_claim",
         "_exhaustive",
         "_fresh",
@@ -91,6 +99,7 @@ class LeadBatch:
         self.writes: dict[str, EventFact] = {}  # facts to write, by eventId
         self.rows: dict[str, HistoryRow] = {}  # history rows that are new or changed
         self._in_window = 0
+        self._deferred: list[tuple[int, str, str, int]] = []  # added, not chained yet
         if known and self.last_ts is not None and self.last_ts > now - VELOCITY_WINDOW_US:
             # events of the last 24 hours as stored (a redo's own facts are counted once)
             for fact in self._stored(
@@ -101,7 +110,7 @@ class LeadBatch:
                 self._in_window += 1
 
     # -- applying ----------------------------------------------------------------------------
-    def apply(
+    def add(
         self,
         timestamp: int,
         event_id: str,
@@ -110,25 +119,10 @@ class LeadBatch:
         anonymous_id: str | None,
         source: Source,
     ) -> None:
-        """Add one distinct event (deduplicated by the caller), as `core.lead.apply_event`."""
-        config = self._config
-        points = config.points_for(event_type)
-        if self.last_ts is None or (timestamp, event_id) > (self.last_ts, self.last_eid):
-            if self.last_ts is None:
-                before, after = 0.0, max(0.0, float(points))
-            else:
-                before, after = step(self.score, timestamp - self.last_ts, points, config)
-            fact = EventFact(timestamp, event_id, event_type, points, after)
-            if self._tail is not None:
-                self._tail.append(fact)
-            self.writes[event_id] = fact
-            self.score = after
-            self.last_ts = timestamp
-            self.last_eid = event_id
-        else:
-            before, after = self._insert(timestamp, event_id, event_type, points)
-        self.rows[event_id] = HistoryRow(
-            event_id, event_type, timestamp, points, before, after, properties or {}
+        """Add one distinct event (deduplicated by the caller). Its link in the chain waits for
+        `settle`: a batch's events of one lead are chained in one pass."""
+        self._deferred.append(
+            (timestamp, event_id, event_type, self._config.points_for(event_type))
         )
         self._fresh[event_id] = properties or {}
         if self.first_ts is None or timestamp < self.first_ts:
@@ -148,47 +142,91 @@ class LeadBatch:
         if self.applied[slot] < source[1]:
             self.applied[slot] = source[1]
 
-    def _insert(
-        self, timestamp: int, event_id: str, event_type: str, points: int
-    ) -> tuple[float, float]:
-        """A late event: link it after its predecessor and rescore the facts after it."""
-        tail = self._tail_from(timestamp, event_id)
-        order = (timestamp, event_id)
-        at = bisect_left([(f.timestamp, f.event_id) for f in tail], order)
-        previous = tail[at - 1] if at else self._pred
+    def apply(
+        self,
+        timestamp: int,
+        event_id: str,
+        event_type: str,
+        properties: Mapping[str, Any] | None,
+        anonymous_id: str | None,
+        source: Source,
+    ) -> None:
+        """`add` and `settle`: the lead as `core.lead.apply_event` leaves it after this event
+        (for automation, which looks at every event's outcome)."""
+        self.add(timestamp, event_id, event_type, properties, anonymous_id, source)
+        self.settle()
+
+    def settle(self) -> None:
+        """Chain the added events: appended after the last fact, or merged into the facts
+        from the earliest of them on and the chain recomputed in one pass, stopping once past
+        the last new event at a fact whose scoreAfter is unchanged (every later link is as
+        stored), as `core.lead.apply_event` does per event."""
+        new = self._deferred
+        if not new:
+            return
+        self._deferred = []
+        new.sort(key=_order)
         config = self._config
-        if previous is None:
-            before, after = 0.0, max(0.0, float(points))
-        else:
-            before, after = step(
-                previous.score_after, timestamp - previous.timestamp, points, config
+        first = (new[0][0], new[0][1])
+        if self.last_ts is None or first > (self.last_ts, self.last_eid):
+            score, last = self.score, self.last_ts
+            for timestamp, event_id, event_type, points in new:
+                if last is None:
+                    before, score = 0.0, max(0.0, float(points))
+                else:
+                    before, score = step(score, timestamp - last, points, config)
+                fact = EventFact(timestamp, event_id, event_type, points, score)
+                if self._tail is not None:
+                    self._tail.append(fact)
+                self.writes[event_id] = fact
+                self.rows[event_id] = HistoryRow(
+                    event_id, event_type, timestamp, points, before, score, self._fresh[event_id]
+                )
+                last = timestamp
+            self.score, self.last_ts, self.last_eid = score, new[-1][0], new[-1][1]
+            return
+        tail = self._tail_from(*first)
+        last_new = (new[-1][0], new[-1][1])
+        chain: list[EventFact] = []
+        previous = self._pred
+        n, k = 0, 0  # next of `tail`, next of `new`
+        while k < len(new) or n < len(tail):
+            if k < len(new) and (n == len(tail) or _order(new[k]) < _fact_order(tail[n])):
+                timestamp, event_id, event_type, points = new[k]
+                k += 1
+                properties: Mapping[str, Any] | None = self._fresh[event_id]
+                unchanged = False
+            else:
+                old = tail[n]
+                n += 1
+                timestamp, event_id, event_type, points = (
+                    old.timestamp,
+                    old.event_id,
+                    old.event_type,
+                    old.points,
+                )
+                properties = self._fresh.get(event_id)
+                unchanged = True
+            if previous is None:
+                before, after = 0.0, max(0.0, float(points))
+            else:
+                before, after = step(
+                    previous.score_after, timestamp - previous.timestamp, points, config
+                )
+            unchanged = unchanged and after == old.score_after
+            previous = EventFact(timestamp, event_id, event_type, points, after)
+            chain.append(previous)
+            self.writes[event_id] = previous
+            self.rows[event_id] = HistoryRow(
+                event_id, event_type, timestamp, points, before, after, properties
             )
-        fact = EventFact(timestamp, event_id, event_type, points, after)
-        tail.insert(at, fact)
-        self.writes[event_id] = fact
-        previous = fact
-        for n in range(at + 1, len(tail)):
-            old = tail[n]
-            b, a = step(
-                previous.score_after, old.timestamp - previous.timestamp, old.points, config
-            )
-            unchanged = a == old.score_after
-            previous = EventFact(old.timestamp, old.event_id, old.event_type, old.points, a)
-            tail[n] = previous
-            self.writes[old.event_id] = previous
-            self.rows[old.event_id] = HistoryRow(
-                old.event_id,
-                old.event_type,
-                old.timestamp,
-                old.points,
-                b,
-                a,
-                self._fresh.get(old.event_id),
-            )
-            if unchanged and not self._exhaustive:
-                break  # same scoreAfter: every later link is as stored
-        self.score = tail[-1].score_after
-        return before, after
+            if unchanged and k == len(new) and not self._exhaustive:
+                chain += tail[n:]  # same scoreAfter past the last new event: as stored
+                break
+        self._tail = chain
+        self.score = chain[-1].score_after
+        if last_new > (self.last_ts, self.last_eid):
+            self.last_ts, self.last_eid = last_new
 
     def _tail_from(self, timestamp: int, event_id: str) -> list[EventFact]:
         """The lead's facts from (timestamp, eventId) to the end, in memory: read from the
@@ -241,6 +279,7 @@ class LeadBatch:
     # -- results -----------------------------------------------------------------------------
     def summary(self) -> LeadSummary:
         """The lead as it stands now (a new frozen summary: only for outputs and writes)."""
+        self.settle()
         base = self._base
         return LeadSummary(
             project_id=base.project_id,
@@ -268,6 +307,7 @@ class LeadBatch:
     def write(self, store: LeadStore, summary: LeadSummary, dedup: list[tuple[Any, ...]]) -> None:
         """Into the unit of work: dedup rows and facts, then the summary (`LeadStore.commit`
         produces summaries after everything else)."""
+        self.settle()
         key, partition = self._key, self._partition
         for event_id, timestamp, properties, source in dedup:
             store.record_event(key, event_id, timestamp, properties, source, partition)

@@ -65,7 +65,11 @@ def _write_pending_locally(store: LeadStore) -> None:
 
 
 def _apply_batch(
-    store: LeadStore, batch: list[tuple[int, Any]], config: ScoringConfig, sink: dict[str, Any]
+    store: LeadStore,
+    batch: list[tuple[int, Any]],
+    config: ScoringConfig,
+    sink: dict[str, Any],
+    settles: list[bool],
 ) -> None:
     """What the scoring agent does with one batch: group by lead, dedup, apply, write once."""
     by_lead: dict[str, list[tuple[int, Any]]] = {}
@@ -90,7 +94,9 @@ def _apply_batch(
         dedup = []
         for offset, event_id, event_type, ts, anonymous_id in fresh:
             source: Source = (0, offset)
-            lead.apply(ts, event_id, event_type, {"n": offset}, anonymous_id, source)
+            lead.add(ts, event_id, event_type, {"n": offset}, anonymous_id, source)
+            if settles[offset % len(settles)]:  # chained now (as with automation), or later
+                lead.settle()
             dedup.append((event_id, ts, {"n": offset}, source))
         summary = lead.summary()
         lead.write(store, summary, dedup)
@@ -109,9 +115,10 @@ def _apply_batch(
     log=st.lists(events, min_size=1, max_size=40),
     cuts=st.lists(st.integers(1, 8), min_size=1, max_size=40),
     flushes=st.lists(st.booleans(), min_size=1, max_size=40),
+    settles=st.lists(st.booleans(), min_size=1, max_size=40),
 )
 def test_the_batched_path_equals_core_on_arbitrary_logs(
-    config: ScoringConfig, log: list[Any], cuts: list[int], flushes: list[bool]
+    config: ScoringConfig, log: list[Any], cuts: list[int], flushes: list[bool], settles: list[bool]
 ) -> None:
     store = LeadStore(_Table(), partitions=1)  # type: ignore[arg-type]
     sink: dict[str, dict[str, HistoryRow]] = {}
@@ -119,7 +126,7 @@ def test_the_batched_path_equals_core_on_arbitrary_logs(
     while offset < len(log):
         size = cuts[n % len(cuts)]
         batch = list(enumerate(log))[offset : offset + size]
-        _apply_batch(store, batch, config, sink)
+        _apply_batch(store, batch, config, sink, settles)
         if flushes[n % len(flushes)]:
             _write_pending_locally(store)
         offset += size
