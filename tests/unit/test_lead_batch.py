@@ -136,7 +136,9 @@ def test_the_batched_path_equals_core_on_arbitrary_logs(
         first_props: dict[str, int] = {}
         for i, (lead, event_id, event_type, ts, _) in enumerate(log):
             if lead == lead_id and event_id not in distinct:
-                distinct[event_id] = NewEvent(ts, event_id, event_type, config.points_for(event_type))
+                distinct[event_id] = NewEvent(
+                    ts, event_id, event_type, config.points_for(event_type)
+                )
                 first_props[event_id] = i
         facts, rows = score_events(distinct.values(), config)
         key = f"p:{lead_id}".encode()
