@@ -20,10 +20,12 @@ _OWN_BATCH_FROM = 16  # records for one partition in one request
 
 
 async def send_in_batches(
-    producer: Any, topic: str, records: Iterable[tuple[int, bytes, bytes]]
-) -> None:
-    """Send (partition, key, value) records, in order per partition; return once all are acked."""
-    by_partition: defaultdict[int, list[tuple[bytes, bytes]]] = defaultdict(list)
+    producer: Any, topic: str, records: Iterable[tuple[int, bytes, bytes | None]]
+) -> dict[int, int]:
+    """Send (partition, key, value) records, in order per partition (a None value is a
+    tombstone); return once all are acked, with an offset per partition at or below the last
+    record written there (a batch reports its first record's offset)."""
+    by_partition: defaultdict[int, list[tuple[bytes, bytes | None]]] = defaultdict(list)
     for partition, key, value in records:
         by_partition[partition].append((key, value))
     deliveries = []
@@ -40,6 +42,11 @@ async def send_in_batches(
                 deliveries.append(await producer.send_batch(batch, topic, partition=partition))
                 batch = producer.create_batch()
                 if batch.append(key=key, value=value, timestamp=None) is None:
-                    raise ValueError(f"a record of {len(value)} bytes exceeds a producer batch")
+                    size = len(value or b"")
+                    raise ValueError(f"a record of {size} bytes exceeds a producer batch")
         deliveries.append(await producer.send_batch(batch, topic, partition=partition))
-    await asyncio.gather(*deliveries)
+    offsets: dict[int, int] = {}
+    for sent in await asyncio.gather(*deliveries):
+        if offsets.get(sent.partition, -1) < sent.offset:
+            offsets[sent.partition] = sent.offset
+    return offsets

@@ -42,6 +42,15 @@
    record at the head, which Faust's gap check lets through — were skipped for good. Flow is
    now stopped before such a seek, so nothing fetched from the new positions is delivered
    before the clear (docs/adr/0012).
+
+7. **A record delivered without four tasks** (a speed-up, not a fix). Faust's fetch loop hands
+   each record to the streams with `wait_first(delivery, suspend_flow.wait())`: four tasks, an
+   `asyncio.wait` and three cancellations per record, about a third of Faust's per-record cost
+   (docs/PERFORMANCE.md, (1b)). While flow is running the delivery is now awaited directly; when
+   flow is suspended, or the consumer stopping, Faust's own `wait_first` runs as before. The one
+   difference: a delivery already under way when a rebalance suspends flow completes instead of
+   being cancelled — a record delivered twice is recognised by the scoring path (applied
+   offsets, its own dedup rows: ADR 0025), and acks of an earlier generation are dropped (3).
 """
 
 from __future__ import annotations
@@ -61,6 +70,7 @@ from faust.transport.consumer import Consumer
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.transport.producer import ProducerBuffer
 from faust.types import TP
+from mode.services import Service, WaitResults
 
 __all__ = [
     "FAUST_VERSION",
@@ -70,6 +80,7 @@ __all__ = [
     "apply",
     "changed_targets",
     "check_faust_version",
+    "note_changelog_offset",
     "partition_db",
     "source_digest",
     "unsent_messages",
@@ -115,6 +126,10 @@ PATCH_TARGETS: Mapping[int, tuple[tuple[str, str], ...]] = {
         ("faust.transport.consumer:Consumer.perform_seek", "0e8c130ff4b0afd8"),
         ("faust.tables.recovery:Recovery.on_recovery_completed", "6ef567acf072e46d"),
         ("faust.tables.recovery:Recovery._resume_streams", "d986a6710c1aca98"),
+    ),
+    7: (
+        ("faust.transport.consumer:Consumer._drain_messages", "44a2500309e83c63"),
+        ("mode.services:Service.wait_first", "feade6a31f8a6789"),
     ),
 }
 
@@ -290,6 +305,39 @@ def _remember_changelog_offset(
         unpersisted[tp] = sent.offset
 
 
+def note_changelog_offset(table: Any, tp: TP, offset: int) -> None:
+    """Remember a changelog offset the caller produced and wrote to local state itself (the
+    scoring path's batched commit, `tables.leads.LeadStore.commit`): persisted like Faust's
+    own changelog writes, after each commit and when the table stops (patch 5)."""
+    unpersisted: dict[TP, int] = table.__dict__.setdefault(_UNPERSISTED, {})
+    if unpersisted.get(tp, -1) < offset:
+        unpersisted[tp] = offset
+
+
+_FLOW_WAIT = asyncio.Event.wait.__code__  # the code of `Consumer.suspend_flow.wait()` coroutines
+
+
+async def _wait_first(
+    self: Any, *coros: Any, timeout: Any = None, _original: Any = Service.wait_first
+) -> Any:
+    """Patch 7: the fetch loop's `wait_first(delivery, suspend_flow.wait())`, awaited directly
+    while flow runs."""
+    if (
+        len(coros) == 2
+        and timeout is None
+        and inspect.iscoroutine(coros[0])
+        and inspect.iscoroutine(coros[1])
+        and coros[1].cr_code is _FLOW_WAIT
+        and not self.suspend_flow.is_set()
+        and not self._stopped.is_set()
+        and not self._crashed.is_set()
+    ):
+        coros[1].close()  # never started: nothing to cancel
+        result = await coros[0]
+        return WaitResults([coros[0]], [result], False)
+    return await _original(self, *coros, timeout=timeout)
+
+
 def _persist_changelog_offsets(table: Any) -> None:
     unpersisted: dict[TP, int] = table.__dict__.get(_UNPERSISTED, {})
     while unpersisted:
@@ -324,6 +372,7 @@ _REPLACEMENTS: tuple[tuple[Any, str, Any], ...] = (
     (TableManager, "on_commit", _on_commit),  # 5
     (Collection, "on_stop", _table_on_stop),  # 5
     (Consumer, "perform_seek", _perform_seek),  # 6
+    (Consumer, "wait_first", _wait_first),  # 7
 )
 _ORIGINALS: dict[tuple[Any, str], Any] = {}
 

@@ -99,8 +99,18 @@ class LiveFeed:
     def subscribers(self, project_id: str) -> int:
         return len(self._subscribers.get(project_id, ()))
 
-    def publish(self, raw: bytes) -> None:
-        """One record of the lead-changes topic: remember its stage, tell its project."""
+    def publish(self, raw: bytes, key: bytes | None = None) -> None:
+        """One record of the lead-changes topic: remember its stage, tell its project.
+
+        With the record `key` ("{projectId}:{leadId}"), a change of a project nobody watches
+        is not even parsed (every worker reads every change): its remembered stage is
+        forgotten instead, so a later watcher is never told a stale stage change."""
+        if key is not None:
+            project_id, _, lead_id = key.decode(errors="replace").partition(":")
+            if project_id not in self._subscribers:
+                if self._stages:
+                    self._stages.pop((project_id, lead_id), None)
+                return
         try:
             change = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -151,7 +161,7 @@ class LiveFeed:
                     for records in batches.values():
                         for record in records:
                             if record.value is not None:
-                                self.publish(record.value)
+                                self.publish(record.value, record.key)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the feed is best effort: reconnect, never stop the worker

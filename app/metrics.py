@@ -11,7 +11,6 @@ touches is still listed, at zero, so dashboards and alerts need no special cases
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -29,8 +28,8 @@ __all__ = [
     "event_scored",
     "http_request",
     "mongo_error",
-    "processing_time",
     "rate_limited",
+    "records_processed",
     "short_topic",
     "sink_batch",
     "watch_consumer_lag",
@@ -56,7 +55,7 @@ EVENTS_SCORED = Counter(
 )
 PROCESSING_SECONDS = Histogram(
     "leadscore_processing_seconds",
-    "Time the scoring agent spends on one record, from decode to the emitted change.",
+    "Time the scoring agent spends on one record: its share of its batch, from decode to commit.",
     buckets=_FAST,
     registry=REGISTRY,
 )
@@ -147,35 +146,26 @@ _consumed: dict[str, Any] = {}
 _scored: dict[str, Any] = {}
 
 
-def event_consumed(source: str) -> None:
+def event_consumed(source: str, n: int = 1) -> None:
     child = _consumed.get(source)
     if child is None:
         child = _consumed[source] = EVENTS_CONSUMED.labels(source)
-    child.inc()
+    child.inc(n)
 
 
-def event_scored(outcome: str) -> None:
+def event_scored(outcome: str, n: int = 1) -> None:
     child = _scored.get(outcome)
     if child is None:
         child = _scored[outcome] = EVENTS_SCORED.labels(outcome)
-    child.inc()
+    child.inc(n)
 
 
-class _ProcessingTimer:
-    """A cheaper `Histogram.time()` for the per-record hot path."""
-
-    __slots__ = ("_started",)
-
-    def __enter__(self) -> None:
-        self._started = time.perf_counter()
-
-    def __exit__(self, *exc: object) -> None:
-        PROCESSING_SECONDS.observe(time.perf_counter() - self._started)
-
-
-def processing_time() -> _ProcessingTimer:
-    """`with metrics.processing_time(): ...` around the work on one record."""
-    return _ProcessingTimer()
+def records_processed(seconds: float, n: int) -> None:
+    """A batch of `n` records took `seconds`: each is observed at its share of the batch."""
+    if n:
+        share = seconds / n
+        for _ in range(n):
+            PROCESSING_SECONDS.observe(share)
 
 
 def dead_letter(reason: str) -> None:

@@ -145,6 +145,12 @@ class Settings:
     """SMTP_PASSWORD: password of SMTP_USER."""
     smtp_from: str = "leadscore@localhost"
     """SMTP_FROM: sender address of automation e-mails."""
+    scoring_batch: int = 2_000
+    """LEADSCORE_SCORING_BATCH: most records the scoring agent applies and commits as one batch
+    (one table write batch, one LeadChange per lead). Larger batches amortize the commit."""
+    scoring_wait: float = 0.05
+    """LEADSCORE_SCORING_WAIT: longest wait, in seconds, to fill a scoring batch: the latency a
+    lone event pays before it is scored."""
     max_message_bytes: int = 900_000
     """LEADSCORE_MAX_MESSAGE_BYTES: largest message leadscore produces to its own topics; bigger
     outputs (a lead change rewriting thousands of history rows, a merge's events) are split.
@@ -212,6 +218,8 @@ class Settings:
             max_rules=int(_env("LEADSCORE_MAX_RULES", "500")),
             produce_timeout=float(_env("LEADSCORE_PRODUCE_TIMEOUT", "5")),
             admin_concurrency=int(_env("LEADSCORE_ADMIN_CONCURRENCY", "2")),
+            scoring_batch=max(1, int(_env("LEADSCORE_SCORING_BATCH", "2000"))),
+            scoring_wait=max(0.001, float(_env("LEADSCORE_SCORING_WAIT", "0.05"))),
             max_message_bytes=max(64 * 1024, int(_env("LEADSCORE_MAX_MESSAGE_BYTES", "900000"))),
         )
 

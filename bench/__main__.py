@@ -1,5 +1,5 @@
-"""`python -m bench [--quick] [--only automation|sink] [--keep] [--no-doc] [--doc] [--render JSON]`:
-docs/PERFORMANCE.md."""
+"""`python -m bench [--quick] [--only automation|sink|scoring|memory] [--keep] [--no-doc]
+[--doc] [--render JSON]`: docs/PERFORMANCE.md."""
 
 from __future__ import annotations
 
@@ -67,7 +67,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes, about a minute")
     parser.add_argument(
         "--only",
-        choices=["automation", "sink"],
+        choices=["automation", "sink", "scoring", "memory"],
         help="run one group of rows only (never rewrites docs/PERFORMANCE.md)",
     )
     parser.add_argument("--keep", action="store_true", help="keep topics, databases, state")

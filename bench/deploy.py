@@ -28,6 +28,8 @@ __all__ = [
     "WorkerProcess",
     "free_port",
     "proc_cpu_seconds",
+    "proc_peak_rss_mb",
+    "proc_rss_mb",
     "stop_many",
 ]
 
@@ -49,6 +51,18 @@ def proc_cpu_seconds(pid: int) -> float | None:
     except OSError:
         return None
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def proc_rss_mb(pid: int) -> float | None:
+    """Resident memory of a process now (VmRSS), in MB."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        return None
+    return None
 
 
 def proc_peak_rss_mb(pid: int) -> float | None:

@@ -8,12 +8,14 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 __all__ = [
     "OffsetProbe",
+    "ScoredCounter",
     "create_topic",
     "delete_topics",
     "list_topics",
@@ -116,6 +118,55 @@ async def produce_all(bootstrap: str, topic: str, records: list[tuple[bytes, byt
         return time.monotonic() - started
     finally:
         await producer.stop()
+
+
+class ScoredCounter:
+    """Events scored so far, read from the lead-changes topic: the sum over leads of the
+    `eventCount` of each lead's latest change (a merged lead's removal counts 0; its events
+    count in its owner). One LeadChange per lead per batch (scoring v2) makes counting
+    messages meaningless; this counts what they say."""
+
+    def __init__(self, bootstrap: str, topic: str, partitions: int) -> None:
+        self.topic, self.partitions = topic, partitions
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap,
+            enable_auto_commit=False,
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+            fetch_max_bytes=32 * 1024 * 1024,
+        )
+        self.counts: dict[str, int] = {}
+        self.total = 0
+        self.messages = 0
+
+    async def start(self) -> None:
+        """From the topic's current end: earlier changes are another run's."""
+        await self.consumer.start()
+        tps = [TopicPartition(self.topic, p) for p in range(self.partitions)]
+        self.consumer.assign(tps)
+        await self.consumer.seek_to_end(*tps)
+        for tp in tps:
+            await self.consumer.position(tp)
+
+    async def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.consumer.stop()
+
+    async def poll(self) -> int:
+        batches = await self.consumer.getmany(timeout_ms=50, max_records=50_000)
+        for records in batches.values():
+            for record in records:
+                self.messages += 1
+                try:
+                    change = orjson.loads(record.value)
+                    lead = change["lead"]
+                    name = f"{lead['projectId']}:{lead['leadId']}"
+                    count = 0 if change.get("kind") == "remove" else int(lead["eventCount"])
+                except (ValueError, KeyError, TypeError):
+                    continue
+                if change.get("kind") == "remove" or count > self.counts.get(name, 0):
+                    self.total += count - self.counts.get(name, 0)
+                    self.counts[name] = count
+        return self.total
 
 
 async def scan_topic(

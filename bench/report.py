@@ -75,6 +75,19 @@ def rows(report: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                 f"with an orjson parse + dump per event {_n(p['jsonEventsPerSec'])}/s",
             )
         )
+    if "faustCeiling" in r:
+        f = r["faustCeiling"]
+        out.append(
+            (
+                "(1b) Faust's ceiling: an agent that takes batches (`take_events`) and does "
+                "nothing",
+                _n(f["eventsPerSec"]),
+                _ratio(f["eventsPerSec"], pt),
+                f"best of {len(f['runs'])} runs ({', '.join(_n(x) for x in f['runs'])}); the "
+                "worker's consumer settings and patches: what Faust's per-record machinery "
+                "costs before any scoring",
+            )
+        )
     if "scoring" in r:
         s = r["scoring"]
         out.append(
@@ -82,7 +95,8 @@ def rows(report: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                 "(2) Scoring agent alone: 1 worker, `LEADSCORE_SINK=off`",
                 _n(s["eventsPerSec"]),
                 _ratio(s["eventsPerSec"], pt),
-                f"first → last LeadChange; steady (10-90 %) {_n(s['steadyEventsPerSec'])}/s; "
+                f"first change → every event scored; steady (10-90 %) "
+                f"{_n(s['steadyEventsPerSec'])}/s; "
                 f"from worker start {_n(s['fromStartEventsPerSec'])}/s; group lag 0 "
                 f"{_n(s['lagZeroAfterSeconds'], 1)} s after the first change; "
                 f"{_cpu(s['cpuCores'])}",
@@ -95,7 +109,7 @@ def rows(report: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                 "(2b) Scoring agent alone on in-order events (no late events, no duplicates)",
                 _n(s["eventsPerSec"]),
                 _ratio(s["eventsPerSec"], pt),
-                f"every event appends (3 table writes + 1 LeadChange); steady "
+                f"every event appends; steady "
                 f"{_n(s['steadyEventsPerSec'])}/s; {_cpu(s['cpuCores'])}",
             )
         )
@@ -250,6 +264,20 @@ def rows(report: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                 f"{_n(t['fromStartEventsPerSec'])}/s; {_cpu(t['cpuCores'])}",
             )
         )
+    if "memory" in r:
+        mem = r["memory"]
+        w = report["results"]["workloads"]["memory"]
+        out.append(
+            (
+                f"(10) A long run: {_n(w['records'])} events over {_n(w['leads'])} leads, "
+                "1 worker, sink off",
+                _n(mem["eventsPerSec"]),
+                _ratio(mem["eventsPerSec"], pt),
+                f"**RSS {_n(mem.get('rssMbAtEnd'), 1)} MB at the end, peak "
+                f"{_n(max(mem['peakRssMb'].values() or [0]), 1)} MB**; steady "
+                f"{_n(mem['steadyEventsPerSec'])}/s; {_cpu(mem['cpuCores'])}",
+            )
+        )
     c, deep = r.get("changelog"), r.get("changelogDeep")
     inorder = r.get("changelogInOrder")
     if c:
@@ -282,14 +310,79 @@ def rows(report: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     return out
 
 
-def _targets(report: dict[str, Any]) -> list[tuple[str, str, str]]:
+# Changelog bytes per event of the scoring path before issue #14 (run of bd2a07c): the
+# redesign must not write more.
+CHANGELOG_BYTES_BEFORE = {"changelog": 832.7, "changelogInOrder": 363.9}
+
+
+def _met(ok: bool | None) -> str:
+    return "-" if ok is None else ("yes" if ok else "**no**")
+
+
+def _scoring_targets(report: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """The targets of issue #14 (scoring path v2)."""
     r = report["results"]
     out: list[tuple[str, str, str]] = []
+    pt = (r.get("passthrough") or {}).get("eventsPerSec")
+    for key, label, rate, ratio in (
+        ("scoring", "(2) scoring alone", 8_000, 0.2),
+        ("scoringInOrder", "(2b) scoring alone, in order", 15_000, 0.4),
+    ):
+        got = (r.get(key) or {}).get("eventsPerSec")
+        share = got / pt if got and pt else None
+        out.append(
+            (
+                f"{label} ≥ {rate:,} events/s and ≥ {ratio}x the reference",
+                f"{_n(got)} events/s, {_n(share, 3)}x",
+                _met(None if got is None else bool(share and got >= rate and share >= ratio)),
+            )
+        )
+    lat = [x for x in r.get("latency") or [] if x["targetRate"] >= 1_000]
+    if lat:
+        k = lat[-1]["visibleByKey"].get("p99Ms")
+        lost = lat[-1]["notVisibleByKey"]
+        out.append(
+            (
+                "(5) e2e p99 202 → visible by key ≤ 500 ms at 1,000 events/s, 0 probes lost",
+                f"{_n(k, 1)} ms, {lost} lost",
+                _met(k is not None and k <= 500 and not lost),
+            )
+        )
+    m = r.get("materialize")
+    plain = ((r.get("mongoRaw") or {}).get("plain") or {}).get("eventsPerSec")
+    if m and plain:
+        share = m["eventsPerSec"] / plain
+        out.append(("(3) the sink ≥ 0.9x the MongoDB-wire server's raw rate", _n(share, 3),
+                    _met(share >= 0.9)))  # fmt: skip
+    for key, before in CHANGELOG_BYTES_BEFORE.items():
+        c = r.get(key)
+        if c:
+            out.append(
+                (
+                    f"(8) changelog bytes per event ({key}) ≤ {before} (before the redesign)",
+                    _n(c["bytesPerEvent"], 1),
+                    _met(c["bytesPerEvent"] <= before),
+                )
+            )
+    mem = r.get("memory")
+    if mem:
+        rss = max(x for x in (mem.get("rssMbAtEnd"), *mem["peakRssMb"].values()) if x)
+        out.append(
+            (
+                "(10) worker RSS ≤ 600 MB after 1,000,000 events over 100,000 leads",
+                f"{_n(rss, 1)} MB (peak)",
+                _met(rss <= 600),
+            )
+        )
+    return out
+
+
+def _targets(report: dict[str, Any]) -> list[tuple[str, str, str]]:
+    r = report["results"]
+    out: list[tuple[str, str, str]] = _scoring_targets(report)
     m = (r.get("materialize") or {}).get("eventsPerSec")
     pt = (r.get("passthrough") or {}).get("eventsPerSec")
-
-    def met(ok: bool | None) -> str:
-        return "-" if ok is None else ("yes" if ok else "**no**")
+    met = _met
 
     out.append(("1 worker scored + materialized ≥ 30,000 events/s", _n(m), met(m and m >= 30_000)))
     ratio = m / pt if m and pt else None

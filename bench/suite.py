@@ -33,9 +33,17 @@ from typing import Any
 
 import orjson
 
-from bench.deploy import CpuClock, Deployment, WorkerProcess, proc_peak_rss_mb, stop_many
+from bench.deploy import (
+    CpuClock,
+    Deployment,
+    WorkerProcess,
+    proc_peak_rss_mb,
+    proc_rss_mb,
+    stop_many,
+)
 from bench.kafkautil import (
     OffsetProbe,
+    ScoredCounter,
     create_topic,
     delete_topics,
     list_topics,
@@ -80,6 +88,9 @@ class Sizes:
     ingest_process: bool = True  # measure (4b), ingest through a `leadscore ingest`; likewise
     sink_process: bool = True  # measure (3b), the sink in a `leadscore sink` process; likewise
     sink_alone: bool = True  # measure (3c), that process alone on pre-filled lead-changes; likewise
+    memory_leads: int = 100_000  # (10): the worker's memory after many events over many leads
+    memory_events: int = 1_000_000
+    memory: bool = True  # measure (10); --quick leaves it out
 
 
 QUICK = Sizes(
@@ -107,6 +118,7 @@ QUICK = Sizes(
     ingest_process=False,
     sink_process=False,
     sink_alone=False,
+    memory=False,
 )
 DEFAULT = Sizes(
     name="default",
@@ -178,6 +190,13 @@ class Suite:
             if self.only == "sink":
                 await self._phase("sink", self.sink_alone_deployment, top=True)
                 return
+            if self.only == "scoring":
+                await self._phase("score", self.scoring_only, top=True)
+                await self._phase("inorder", self.inorder_deployment, top=True)
+                return
+            if self.only == "memory":
+                await self._phase("memory", self.memory_deployment, top=True)
+                return
             await self._phase("score", self.score_deployment, top=True)
             await self._phase("inorder", self.inorder_deployment, top=True)
             if self.sizes.deep:
@@ -186,6 +205,8 @@ class Suite:
             if self.sizes.sink_alone:
                 await self._phase("sinkAlone", self.sink_alone_deployment, top=True)
             await self._phase("automation", self.automation_deployments, top=True)
+            if self.sizes.memory:
+                await self._phase("memory", self.memory_deployment, top=True)
         finally:
             await self.probe.stop()
 
@@ -231,6 +252,38 @@ class Suite:
         )
         return workload
 
+    async def scoring_only(self) -> None:
+        """(1) and (2) alone: the reference and the scoring agent on the same workload."""
+        s = self.sizes
+        d = self.deployment("s")
+        workload = await self.prepare(d, s.leads, s.events)
+        self.results["workloads"] = {"score": workload.describe()}
+        await self._phase("passthrough", lambda: self.passthrough(d, workload))
+        await self._phase("faustCeiling", lambda: self.faust_ceiling(d, workload))
+        log("(2) scoring agent alone: 1 worker, sink off")
+        w = d.worker("w1", LEADSCORE_SINK="off")
+        self.results["scoring"] = await self.drain(
+            d, [w], workload, version=1,
+            profile=(self.workdir / "profile-scoring.txt", s.profile_seconds),
+        )  # fmt: skip
+        w.stop()
+        log(f"    {self._rate_line(self.results['scoring'])}")
+
+    async def memory_deployment(self) -> None:
+        """(10) one worker (sink off) through `memory_events` events over `memory_leads` leads:
+        its resident memory at the end and at its peak, and the rate on a long run."""
+        s = self.sizes
+        d = self.deployment("m")
+        workload = await self.prepare(d, s.memory_leads, s.memory_events)
+        self.results.setdefault("workloads", {})["memory"] = workload.describe()
+        log(f"(10) memory: {workload.total:,} events over {workload.leads:,} leads, sink off")
+        w = d.worker("w1", LEADSCORE_SINK="off")
+        result = await self.drain(d, [w], workload, version=1)
+        result["rssMbAtEnd"] = proc_rss_mb(w.pid)
+        w.stop()
+        self.results["memory"] = result
+        log(f"    {self._rate_line(result)}; RSS at end {result['rssMbAtEnd']} MB")
+
     async def score_deployment(self) -> None:
         s = self.sizes
         d = self.deployment("s")
@@ -238,6 +291,7 @@ class Suite:
         self.results["workloads"] = {"score": workload.describe()}
 
         await self._phase("passthrough", lambda: self.passthrough(d, workload))
+        await self._phase("faustCeiling", lambda: self.faust_ceiling(d, workload))
 
         log("(2) scoring agent alone: 1 worker, sink off")
         w = d.worker("w1", LEADSCORE_SINK="off")
@@ -494,6 +548,35 @@ class Suite:
         }
         log(f"    raw pass-through: {raw} events/s")
 
+    async def faust_ceiling(self, d: Deployment, workload: WireWorkload) -> None:
+        """(1b) an agent that does nothing, on the pre-filled events topic (bench/faust_ceiling)."""
+        log("(1b) Faust's ceiling: an agent that takes batches and does nothing")
+        runs = []
+        for n in range(2):
+            env = d.env() | {
+                "BENCH_TOPIC": d.topic("events"),
+                "BENCH_COUNT": str(workload.total),
+                "BENCH_APP_ID": f"{d.prefix}-ceiling{n}",
+                "BENCH_DATADIR": str(self.workdir / f"ceiling{n}"),
+            }
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "bench.faust_ceiling", "worker", "-l", "warn",
+                cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.DEVNULL,
+            )  # fmt: skip
+            try:
+                out, _ = await asyncio.wait_for(proc.communicate(), 180)
+            finally:
+                if proc.returncode is None:
+                    proc.kill()
+            found = [line for line in out.decode().splitlines() if line.startswith("{")]
+            if not found:
+                raise RuntimeError("the Faust ceiling run printed no result")
+            result = json.loads(found[-1])
+            runs.append(round(result["records"] / max(result["seconds"], 1e-3), 1))
+        self.results["faustCeiling"] = {"runs": runs, "eventsPerSec": max(runs)}
+        log(f"    {max(runs):,.0f} records/s (runs {runs})")
+
     async def drain(
         self,
         d: Deployment,
@@ -504,11 +587,13 @@ class Suite:
         mongo: bool = False,
         profile: tuple[Path, float] | None = None,
     ) -> dict[str, Any]:
-        """Start `workers` on the pre-filled topic; time until every event is scored (LeadChanges
-        counted on lead-changes, consumer-group lag 0) and, with `mongo`, in MongoDB."""
+        """Start `workers` on the pre-filled topic; time until every event is scored (the
+        leads' latest LeadChanges count every distinct event; consumer-group lag 0 reported)
+        and, with `mongo`, in MongoDB."""
         changes_topic = d.topic("lead-changes")
         dead_topic = d.topic("dead-letter")
-        baseline = await self.probe.total(changes_topic, d.partitions)
+        counter = ScoredCounter(self.bootstrap, changes_topic, d.partitions)
+        await counter.start()
         dead_baseline = await self.probe.total(dead_topic, d.partitions)
         expect = workload.distinct_events
         group = d.group(version)
@@ -545,7 +630,7 @@ class Suite:
                     w.check()
                 if health.done():
                     health.result()  # raises if a worker never became healthy
-                count = await self.probe.total(changes_topic, d.partitions) - baseline
+                count = await counter.poll()
                 now = time.monotonic()
                 if samples and count > samples[-1][1]:
                     progressed = now
@@ -553,7 +638,7 @@ class Suite:
                 if now - progressed > 45 and count < expect:
                     dead = await self.probe.total(dead_topic, d.partitions) - dead_baseline
                     raise RuntimeError(
-                        f"no progress for 45 s at {count} of {expect} LeadChanges, {dead} records "
+                        f"no progress for 45 s at {count} of {expect} events, {dead} records "
                         f"dead-lettered; worker errors: {_log_errors(workers)}"
                     )
                 if count > 0 and first is None:
@@ -591,6 +676,7 @@ class Suite:
                 profile_result = await asyncio.to_thread(run.finish, profile[1] + 60)  # type: ignore[index]
             healthy = await health
         finally:
+            await counter.stop()
             if not health.done():
                 health.cancel()
             if run is not None:

@@ -9,10 +9,17 @@ partition), with three kinds of key:
 - ``E`` + lead prefix + eventId            -> (timestamp, properties, source): dedup
 
 so the bytes written per in-order event do not depend on how many events the lead already has.
-One table means one changelog partition per lead, written in order: a worker killed mid-record
-has delivered a *prefix* of that record's writes. The summary is written last and carries the
-source offset it has applied, so a record reprocessed after a crash is recognised as fully
-applied (redo only its outputs) or partly applied (redo it).
+
+**One commit point** (`LeadStore.commit`). Writes go to a unit of work in memory, which every
+read of the store sees; `commit` makes them durable in one step: the changelog records are
+produced as aiokafka batches (facts and dedup rows first, summaries and aliases last), and only
+once the broker has acknowledged all of them is the unit written to local RocksDB as one write
+batch. So local state is never ahead of its changelog, and the changelog, written in order per
+partition, holds a *prefix* of each unit: every summary is preceded by the facts it counts, and
+carries the source offset it has applied, so a record reprocessed after a crash is recognised as
+fully applied (redo only its outputs) or partly applied (redo it) — by scoring, merges, rebuilds
+and rescores alike, since they all write through here. Faust's `Table` object still declares the
+table: its changelog topic, recovery and standby replicas are Faust's (docs/adr/0011).
 """
 
 from __future__ import annotations
@@ -21,11 +28,15 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
-from faust.types import TableT
+from faust.types import TP, TableT
+from rocksdict import WriteBatch
 
 from app import faults
+from app.batch_send import send_in_batches
 from app.faust_app import app
-from app.faust_patches import partition_db
+from app.faust_patches import aiokafka_producer, note_changelog_offset, partition_db
+from app.partitioning import partition_for
+from app.settings import settings
 from app.topology import leads_table  # declared with the whole topology
 from core.config import ScoringConfig
 from core.lead import EventFact, LeadSummary, LeadView, lead_view
@@ -51,44 +62,130 @@ _SUMMARY, _FACT, _EVENT = b"S", b"F", b"E"
 log = logging.getLogger(__name__)
 
 
-class LeadStore:
-    """Reads and writes of one lead's state; writes must happen inside the scoring stream."""
+def _group(table_key: bytes) -> bytes:
+    """The scan group of a table key: kind + lead prefix for facts and dedup rows (scans stay
+    within one lead), the kind alone for summaries (scans go over a project or a partition)."""
+    if table_key[:1] == _SUMMARY:
+        return _SUMMARY
+    return table_key[: 3 + int.from_bytes(table_key[1:3], "big")]
 
-    def __init__(self, table: TableT) -> None:
+
+class LeadStore:
+    """Reads and writes of leads' state; writes are pending until `commit` (see the module)."""
+
+    def __init__(self, table: TableT, partitions: int = settings.partitions) -> None:
         self.table = table
+        self.partitions = partitions
+        # table key -> (partition, value or None for a delete), in write order
+        self._pending: dict[bytes, tuple[int, bytes | None]] = {}
+        self._groups: dict[bytes, set[bytes]] = {}  # `_group` -> its pending keys
+
+    # -- the unit of work --------------------------------------------------------------------
+    def partition_of(self, key: bytes) -> int:
+        return partition_for(key, self.partitions)
+
+    def _write(self, table_key: bytes, value: bytes | None, partition: int) -> None:
+        self._pending[table_key] = (partition, value)
+        self._groups.setdefault(_group(table_key), set()).add(table_key)
+
+    def _read(self, table_key: bytes, partition: int) -> bytes | None:
+        pending = self._pending.get(table_key)
+        if pending is not None:
+            return pending[1]
+        store: Any = self.table.data
+        db = partition_db(store, partition)
+        if db is None:
+            value: bytes | None = store.data.get(table_key)
+            return value
+        return db.get(table_key)
+
+    @property
+    def dirty(self) -> bool:
+        return bool(self._pending)
+
+    def discard(self) -> None:
+        """Forget the unit of work (a failed batch is redone from its records)."""
+        self._pending.clear()
+        self._groups.clear()
+
+    async def commit(self) -> None:
+        """Make the unit of work durable: changelog first (acknowledged), then local state."""
+        if not self._pending:
+            return
+        pending, self._pending, self._groups = self._pending, {}, {}
+        # facts and dedup rows first, summaries and aliases last: a prefix of the changelog
+        # never holds a summary without the rows it counts
+        records = [(p, k, v) for k, (p, v) in pending.items() if k[:1] != _SUMMARY]
+        records += [(p, k, v) for k, (p, v) in pending.items() if k[:1] == _SUMMARY]
+        topic = self.table.changelog_topic.get_topic_name()
+        offsets = await send_in_batches(aiokafka_producer(app), topic, records)
+        faults.inject("table-write")  # tests: a disk-full error after the changelog writes
+        self._write_local(records)
+        for partition, offset in offsets.items():
+            note_changelog_offset(self.table, TP(topic, partition), offset)
+
+    def _write_local(self, records: list[tuple[int, bytes, bytes | None]]) -> None:
+        store: Any = self.table.data
+        batches: dict[int, tuple[Any, Any]] = {}
+        for partition, key, value in records:
+            db = partition_db(store, partition)
+            if db is None:  # memory:// (unit tests)
+                if value is None:
+                    store.data.pop(key, None)
+                else:
+                    store.data[key] = value
+                continue
+            if partition not in batches:
+                batches[partition] = (db, WriteBatch(raw_mode=True))
+            batch = batches[partition][1]
+            if value is None:
+                batch.delete(key)
+            else:
+                batch.put(key, value)
+        for db, batch in batches.values():
+            db.write(batch)  # atomic per partition
 
     # -- summary / alias ---------------------------------------------------------------------
-    def get(self, key: bytes) -> LeadSummary | Alias | None:
-        raw = self.table.get(_SUMMARY + key)
+    def get(self, key: bytes, partition: int | None = None) -> LeadSummary | Alias | None:
+        raw = self._read(_SUMMARY + key, self.partition_of(key) if partition is None else partition)
         return None if raw is None else decode_lead(raw)
 
-    def put_summary(self, key: bytes, summary: LeadSummary) -> None:
+    def put_summary(self, key: bytes, summary: LeadSummary, partition: int | None = None) -> None:
         """Written last for a record: it marks the record as fully applied."""
-        faults.inject("table-write")  # tests: a disk-full error after the record's other writes
-        self.table[_SUMMARY + key] = encode_summary(summary)
+        self._write(
+            _SUMMARY + key,
+            encode_summary(summary),
+            self.partition_of(key) if partition is None else partition,
+        )
 
     def put_alias(self, key: bytes, alias: Alias) -> None:
-        self.table[_SUMMARY + key] = encode_alias(alias)
+        self._write(_SUMMARY + key, encode_alias(alias), self.partition_of(key))
 
     def erase(self, key: bytes, partition: int) -> None:
-        """Delete every row of the lead (erasure, ADR 0020): facts and events first, the
-        summary or alias last, so a crash part-way leaves a lead a redo erases again."""
+        """Delete every row of the lead (erasure, ADR 0020): facts and events, then the summary
+        or alias (the commit writes summaries last, so a crash part-way leaves a lead a redo
+        erases again)."""
         for kind in (_FACT, _EVENT):
             prefix = kind + lead_prefix(key)
             doomed = []
-            for k, _ in self._scan(partition, prefix):
+            for k, _ in self._scan(partition, prefix, prefix):
                 if not k.startswith(prefix):
                     break
                 doomed.append(k)
             for k in doomed:
-                del self.table[k]
-        if self.table.get(_SUMMARY + key) is not None:
-            del self.table[_SUMMARY + key]
+                self._write(k, None, partition)
+        if self._read(_SUMMARY + key, partition) is not None:
+            self._write(_SUMMARY + key, None, partition)
 
     # -- dedup -------------------------------------------------------------------------------
-    def event_source(self, key: bytes, event_id: str) -> tuple[bool, Source | None]:
+    def event_source(
+        self, key: bytes, event_id: str, partition: int | None = None
+    ) -> tuple[bool, Source | None]:
         """(known, the record that added it)."""
-        raw = self.table.get(_EVENT + event_id_key(key, event_id))
+        raw = self._read(
+            _EVENT + event_id_key(key, event_id),
+            self.partition_of(key) if partition is None else partition,
+        )
         if raw is None:
             return False, None
         return True, decode_event_record(raw)[2]
@@ -98,23 +195,40 @@ class LeadStore:
         known, source = self.event_source(key, event_id)
         return known and (unless_from is None or source != unless_from)
 
-    def event_record(self, key: bytes, event_id: str) -> tuple[int, Any] | None:
-        raw = self.table.get(_EVENT + event_id_key(key, event_id))
+    def event_record(
+        self, key: bytes, event_id: str, partition: int | None = None
+    ) -> tuple[int, Any] | None:
+        raw = self._read(
+            _EVENT + event_id_key(key, event_id),
+            self.partition_of(key) if partition is None else partition,
+        )
         if raw is None:
             return None
         ts, properties, _ = decode_event_record(raw)
         return ts, properties
 
     def record_event(
-        self, key: bytes, event_id: str, timestamp: int, properties: Any, source: Source | None
+        self,
+        key: bytes,
+        event_id: str,
+        timestamp: int,
+        properties: Any,
+        source: Source | None,
+        partition: int | None = None,
     ) -> None:
-        self.table[_EVENT + event_id_key(key, event_id)] = encode_event_record(
-            timestamp, properties, source
+        self._write(
+            _EVENT + event_id_key(key, event_id),
+            encode_event_record(timestamp, properties, source),
+            self.partition_of(key) if partition is None else partition,
         )
 
     # -- ordered facts -----------------------------------------------------------------------
-    def put_fact(self, key: bytes, fact: EventFact) -> None:
-        self.table[_FACT + fact_key(key, fact.timestamp, fact.event_id)] = encode_fact(fact)
+    def put_fact(self, key: bytes, fact: EventFact, partition: int | None = None) -> None:
+        self._write(
+            _FACT + fact_key(key, fact.timestamp, fact.event_id),
+            encode_fact(fact),
+            self.partition_of(key) if partition is None else partition,
+        )
 
     def predecessor(
         self, key: bytes, partition: int, timestamp: int, event_id: str
@@ -122,26 +236,38 @@ class LeadStore:
         """The fact just before (timestamp, eventId), which itself is not stored yet."""
         prefix = _FACT + lead_prefix(key)
         target = _FACT + fact_key(key, timestamp, event_id)
-        for k, v in self._scan(partition, target, backwards=True):
+        for k, v in self._scan(partition, target, prefix, backwards=True):
             if not k.startswith(prefix):
                 return None
             if k < target:
                 return decode_fact(k, v, len(prefix))
         return None
 
+    def facts_before(
+        self, key: bytes, partition: int, timestamp: int, event_id: str
+    ) -> Iterator[EventFact]:
+        """Facts before (timestamp, eventId), latest first."""
+        prefix = _FACT + lead_prefix(key)
+        target = _FACT + fact_key(key, timestamp, event_id)
+        for k, v in self._scan(partition, target, prefix, backwards=True):
+            if not k.startswith(prefix):
+                return
+            if k < target:
+                yield decode_fact(k, v, len(prefix))
+
     def facts_from(
         self, key: bytes, partition: int, timestamp: int, event_id: str = ""
     ) -> Iterator[EventFact]:
         """Facts at or after (timestamp, eventId), in chain order."""
         prefix = _FACT + lead_prefix(key)
-        for k, v in self._scan(partition, _FACT + fact_key(key, timestamp, event_id)):
+        for k, v in self._scan(partition, _FACT + fact_key(key, timestamp, event_id), prefix):
             if not k.startswith(prefix):
                 return
             yield decode_fact(k, v, len(prefix))
 
     def all_facts(self, key: bytes, partition: int) -> Iterator[EventFact]:
         prefix = _FACT + lead_prefix(key)
-        for k, v in self._scan(partition, prefix):
+        for k, v in self._scan(partition, prefix, prefix):
             if not k.startswith(prefix):
                 return
             yield decode_fact(k, v, len(prefix))
@@ -177,7 +303,7 @@ class LeadStore:
         lead-key order (from the first key after `after`, when given)."""
         prefix = _SUMMARY + f"{project_id}:".encode()
         start = prefix if after is None else prefix + after.encode() + b"\x00"
-        for key, raw in self._scan(partition, start):
+        for key, raw in self._scan(partition, start, _SUMMARY):
             if not key.startswith(prefix):
                 return
             yield key[1:], decode_lead(raw)
@@ -187,7 +313,7 @@ class LeadStore:
     ) -> Iterator[tuple[bytes, LeadSummary | Alias]]:
         """Every summary and alias of a partition; with `skip_unreadable`, an entry that does not
         decode is logged and passed over instead of ending the walk for every other lead."""
-        for key, raw in self._scan(partition, _SUMMARY):
+        for key, raw in self._scan(partition, _SUMMARY, _SUMMARY):
             if not key.startswith(_SUMMARY):
                 return
             try:
@@ -205,7 +331,24 @@ class LeadStore:
                 yield key.decode(), state
 
     def _scan(
-        self, partition: int, start: bytes, *, backwards: bool = False
+        self, partition: int, start: bytes, group: bytes, *, backwards: bool = False
+    ) -> Iterator[tuple[bytes, bytes]]:
+        """Keys from `start` on (or down from it), local state merged with the unit of work's
+        pending writes of `group` (see `_group`); callers stop at the end of their prefix."""
+        stored = self._scan_stored(partition, start, backwards)
+        keys = self._groups.get(group)
+        if not keys:
+            yield from stored
+            return
+        if backwards:
+            mine = sorted((k for k in keys if k <= start), reverse=True)
+        else:
+            mine = sorted(k for k in keys if k >= start)
+        mine = [k for k in mine if self._pending[k][0] == partition]
+        yield from _merge(stored, [(k, self._pending[k][1]) for k in mine], backwards)
+
+    def _scan_stored(
+        self, partition: int, start: bytes, backwards: bool
     ) -> Iterator[tuple[bytes, bytes]]:
         store: Any = self.table.data
         db = partition_db(store, partition)
@@ -217,6 +360,33 @@ class LeadStore:
         for k in keys:
             if (k >= start) if not backwards else (k <= start):
                 yield k, store.data[k]
+
+
+def _merge(
+    stored: Iterator[tuple[bytes, bytes]],
+    pending: list[tuple[bytes, bytes | None]],
+    backwards: bool,
+) -> Iterator[tuple[bytes, bytes]]:
+    """Two key-ordered runs as one; a pending write replaces the stored value, a pending
+    delete (None) hides it."""
+    before = (lambda a, b: a > b) if backwards else (lambda a, b: a < b)
+    mine = iter(pending)
+    head = next(mine, None)
+    for key, value in stored:
+        while head is not None and before(head[0], key):
+            if head[1] is not None:
+                yield head[0], head[1]
+            head = next(mine, None)
+        if head is not None and head[0] == key:
+            if head[1] is not None:
+                yield head[0], head[1]
+            head = next(mine, None)
+            continue
+        yield key, value
+    while head is not None:
+        if head[1] is not None:
+            yield head[0], head[1]
+        head = next(mine, None)
 
 
 lead_store = LeadStore(leads_table)

@@ -6,7 +6,9 @@ tests make such an upgrade fail loudly, naming the patch to re-check (app/faust_
 
 from __future__ import annotations
 
+import asyncio
 import importlib.metadata
+from typing import Any
 
 import pytest
 
@@ -31,7 +33,7 @@ def test_another_faust_release_is_refused() -> None:
 
 
 def test_every_patch_lists_what_it_relies_on() -> None:
-    assert sorted(PATCH_TARGETS) == [1, 2, 3, 4, 5, 6]
+    assert sorted(PATCH_TARGETS) == [1, 2, 3, 4, 5, 6, 7]
     assert all(PATCH_TARGETS.values())
 
 
@@ -54,3 +56,48 @@ def test_digests_are_of_the_originals_once_patches_are_applied() -> None:
 
     assert ProducerBuffer.flush is faust_patches._flush
     assert faust_patches.changed_targets() == []
+
+
+class _FetchLoopOwner:
+    """The slice of a Faust Consumer patch 7 reads."""
+
+    def __init__(self) -> None:
+        self.suspend_flow = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._crashed = asyncio.Event()
+
+
+async def test_patch7_awaits_the_delivery_directly_while_flow_runs() -> None:
+    from app.faust_patches import _wait_first
+
+    owner = _FetchLoopOwner()
+    delivered: list[str] = []
+    tasks_before = len(asyncio.all_tasks())
+
+    async def deliver() -> str:
+        delivered.append("record")
+        assert len(asyncio.all_tasks()) == tasks_before  # no task of its own
+        return "done"
+
+    result = await _wait_first(owner, deliver(), owner.suspend_flow.wait())
+    assert delivered == ["record"] and result.results == ["done"] and not result.stopped
+
+
+async def test_patch7_leaves_faust_in_charge_when_flow_is_suspended() -> None:
+    from app.faust_patches import _wait_first
+
+    owner = _FetchLoopOwner()
+    owner.suspend_flow.set()
+    seen: list[Any] = []
+
+    async def original(self: Any, *coros: Any, timeout: Any = None) -> str:
+        seen.append(coros)
+        for coro in coros:
+            coro.close()
+        return "faust's own"
+
+    async def deliver() -> None:
+        raise AssertionError("not delivered while flow is suspended")
+
+    got = await _wait_first(owner, deliver(), owner.suspend_flow.wait(), _original=original)
+    assert got == "faust's own" and len(seen) == 1

@@ -74,3 +74,17 @@ def test_remembered_stages_are_bounded(monkeypatch: Any) -> None:
     feed.publish(change("a", "warm", 40, 2))  # "a" was forgotten: no previous stage to compare
     notices = [sub.queue.get_nowait() for _ in range(4)]
     assert notices[-1]["type"] == "lead.score_changed" and notices[-1]["previousStage"] is None
+
+
+def test_a_change_of_a_project_nobody_watches_is_skipped_and_its_stage_forgotten() -> None:
+    feed = LiveFeed()
+    feed.publish(change("a", "cold", 5, 1), b"p1:a")  # nobody watches p1: not remembered
+    sub = feed.subscribe("p1")
+    feed.publish(change("a", "warm", 40, 2), b"p1:a")
+    notice = sub.queue.get_nowait()
+    assert notice["previousStage"] is None  # never a stage change against a stale stage
+    feed.unsubscribe(sub)
+    feed.publish(change("a", "hot", 60, 3), b"p1:a")  # forgotten again while unwatched
+    sub = feed.subscribe("p1")
+    feed.publish(change("a", "hot", 61, 4), b"p1:a")
+    assert sub.queue.get_nowait()["previousStage"] is None

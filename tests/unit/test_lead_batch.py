@@ -1,0 +1,165 @@
+"""The scoring hot path (`tables.lead_batch.LeadBatch` over `LeadStore`) equals `core`.
+
+Arbitrary logs — several leads, permutations, duplicates, late events, random batch cuts, with
+the unit of work sometimes written to local state between batches and sometimes still pending
+(reads then merge it) — must leave every lead bit for bit where `core.lead.score_events` puts
+the set of its distinct events: summary, stored facts, and the history rows a sink would hold
+after applying each batch's coalesced rows in order.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from core.config import DEFAULT_RULES, Rule, ScoringConfig
+from core.lead import HistoryRow, LeadSummary, NewEvent, score_events
+from core.timeutil import US_PER_DAY, US_PER_HOUR, parse_timestamp
+from tables.codec import Source
+from tables.lead_batch import LeadBatch
+from tables.leads import LeadStore
+
+BASE = parse_timestamp("2026-01-01T00:00:00Z")
+NOW = BASE + 40 * US_PER_DAY
+RULES = dict(DEFAULT_RULES) | {"paused_rule": Rule(40, active=False)}
+TYPES = [*RULES, "feature_used", "identify"]
+
+configs = st.builds(
+    ScoringConfig,
+    rules=st.just(RULES),
+    grace_days=st.sampled_from([7, 0, 3]),
+    daily_rate=st.sampled_from([0.05, 0.3, 1.0]),
+)
+timestamps = st.one_of(
+    st.integers(0, 40 * 24).map(lambda h: BASE + h * US_PER_HOUR),
+    st.integers(0, 40 * US_PER_DAY).map(lambda us: BASE + us),
+)
+events = st.tuples(
+    st.sampled_from(["a", "b", "c"]),  # lead
+    st.text(alphabet="abcdefgh", min_size=1, max_size=2),  # eventId
+    st.sampled_from(TYPES),
+    timestamps,
+    st.sampled_from([None, "anon-1", "anon-2"]),  # anonymousId
+)
+
+
+class _Store:
+    def __init__(self) -> None:
+        self.data: dict[bytes, bytes] = {}
+
+
+class _Table:
+    """The slice of a Faust table LeadStore uses on memory:// (a dict under `.data.data`)."""
+
+    def __init__(self) -> None:
+        self.data = _Store()
+
+
+def _write_pending_locally(store: LeadStore) -> None:
+    """`LeadStore.commit` without the changelog: the unit of work into local state."""
+    records = [(p, k, v) for k, (p, v) in store._pending.items()]
+    store._pending, store._groups = {}, {}
+    store._write_local(records)
+
+
+def _apply_batch(
+    store: LeadStore,
+    batch: list[tuple[int, Any]],
+    config: ScoringConfig,
+    sink: dict[str, Any],
+    settles: list[bool],
+) -> None:
+    """What the scoring agent does with one batch: group by lead, dedup, apply, write once."""
+    by_lead: dict[str, list[tuple[int, Any]]] = {}
+    for offset, event in batch:
+        by_lead.setdefault(event[0], []).append((offset, event))
+    for lead_id, items in by_lead.items():
+        key = f"p:{lead_id}".encode()
+        state = store.get(key, 0)
+        assert state is None or isinstance(state, LeadSummary)
+        seen: set[str] = set()
+        fresh = []
+        for offset, (_, event_id, event_type, ts, anonymous_id) in items:
+            if event_id in seen or store.event_source(key, event_id, 0)[0]:
+                continue
+            seen.add(event_id)
+            fresh.append((offset, event_id, event_type, ts, anonymous_id))
+        if not fresh:
+            continue
+        lead = LeadBatch(
+            store, key, 0, state or LeadSummary("p", lead_id), config, NOW, known=state is not None
+        )
+        dedup = []
+        for offset, event_id, event_type, ts, anonymous_id in fresh:
+            source: Source = (0, offset)
+            lead.add(ts, event_id, event_type, {"n": offset}, anonymous_id, source)
+            if settles[offset % len(settles)]:  # chained now (as with automation), or later
+                lead.settle()
+            dedup.append((event_id, ts, {"n": offset}, source))
+        summary = lead.summary()
+        lead.write(store, summary, dedup)
+        rows = sink.setdefault(lead_id, {})
+        for row in lead.rows.values():
+            rows[row.event_id] = row
+        view = lead.view(summary)
+        assert view.events_last_24h == sum(
+            1 for f in store.all_facts(key, 0) if NOW - US_PER_DAY < f.timestamp <= NOW
+        )
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    config=configs,
+    log=st.lists(events, min_size=1, max_size=40),
+    cuts=st.lists(st.integers(1, 8), min_size=1, max_size=40),
+    flushes=st.lists(st.booleans(), min_size=1, max_size=40),
+    settles=st.lists(st.booleans(), min_size=1, max_size=40),
+)
+def test_the_batched_path_equals_core_on_arbitrary_logs(
+    config: ScoringConfig, log: list[Any], cuts: list[int], flushes: list[bool], settles: list[bool]
+) -> None:
+    store = LeadStore(_Table(), partitions=1)  # type: ignore[arg-type]
+    sink: dict[str, dict[str, HistoryRow]] = {}
+    offset, n = 0, 0
+    while offset < len(log):
+        size = cuts[n % len(cuts)]
+        batch = list(enumerate(log))[offset : offset + size]
+        _apply_batch(store, batch, config, sink, settles)
+        if flushes[n % len(flushes)]:
+            _write_pending_locally(store)
+        offset += size
+        n += 1
+    for lead_id in {e[0] for e in log}:
+        distinct: dict[str, NewEvent] = {}
+        first_props: dict[str, int] = {}
+        for i, (lead, event_id, event_type, ts, _) in enumerate(log):
+            if lead == lead_id and event_id not in distinct:
+                distinct[event_id] = NewEvent(
+                    ts, event_id, event_type, config.points_for(event_type)
+                )
+                first_props[event_id] = i
+        facts, rows = score_events(distinct.values(), config)
+        key = f"p:{lead_id}".encode()
+        summary = store.get(key, 0)
+        assert isinstance(summary, LeadSummary)
+        assert list(store.all_facts(key, 0)) == facts
+        assert summary.score == facts[-1].score_after  # bit for bit
+        assert (summary.last_timestamp, summary.last_event_id) == facts[-1].order
+        assert summary.first_timestamp == facts[0].timestamp
+        assert summary.event_count == len(facts) == summary.version
+        held = sink[lead_id]
+        assert set(held) == {r.event_id for r in rows}
+        for row in rows:
+            got = held[row.event_id]
+            assert (got.score_before, got.score_after, got.points, got.timestamp) == (
+                row.score_before,
+                row.score_after,
+                row.points,
+                row.timestamp,
+            )
+        for event_id, i in first_props.items():
+            assert store.event_record(key, event_id, 0) == (distinct[event_id].timestamp, {"n": i})
+        anonymous = [e[4] for e in log if e[0] == lead_id and e[4] is not None]
+        assert set(summary.anonymous_ids) <= set(anonymous)
