@@ -64,6 +64,9 @@ async def decide(candidates: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Insert a batch of candidates (first wins), retrying MongoDB faults: a candidate is never
     skipped because the database was away. Returns the new firings, leased to this process's
     deliveries when it has room for them."""
+    # a burst waits for this process's deliveries to make room (bounded: a destination that
+    # hangs until its breaker opens only delays, then its firings go to the claim path)
+    await deliveries.wait_room(len(candidates), settings.delivery_timeout)
     now = datetime.now(UTC)
     token = deliveries.lease_for_new(len(candidates))
     lease = (token, now + timedelta(seconds=deliveries.lease)) if token else None

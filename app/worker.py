@@ -20,13 +20,14 @@ if settings.role == "ingest":  # HTTP ingest only: produces events, consumes not
     ]
 elif settings.role == "sink":  # lead-changes -> MongoDB, in a consumer group of its own
     _MODULES = ["web.security", "agents.sink", "web.health", "web.metrics", "web.request_ids"]
+elif settings.role == "delivery":  # automation firings: decided and delivered, nothing else
+    _MODULES = ["web.security", "agents.firing", "web.health", "web.metrics", "web.request_ids"]
 else:
     _MODULES = [
         "agents.scoring",
         "agents.identity",
         "agents.sweep",
         "agents.dead_letters",
-        "agents.firing",
         "web.security",
         "web.events",
         "web.aliases",
@@ -49,5 +50,7 @@ else:
     ]
     if settings.sink_enabled:
         _MODULES.append("agents.sink")
+    if settings.delivery_enabled:
+        _MODULES.append("agents.firing")
 
 modules = tuple(importlib.import_module(name) for name in _MODULES)
