@@ -45,7 +45,10 @@ __all__ = ["Deliveries"]
 log = logging.getLogger(__name__)
 _CLAIM_BATCH = 200
 _FLUSH_EVERY = 0.05  # seconds: attempts are recorded in bulk writes at least this often
+_BUSY_RETRY = 1.0  # seconds before a claimed firing a busy destination cannot take is due again
 _HELD_PER_SLOT = 8  # leased firings a process keeps in memory, per slot of total concurrency
+_QUEUED_PER_SLOT = 32  # of those, at most this many per slot of one destination
+_ROOM_WAIT = 2.0  # seconds the firing agent waits at most for room (then leaves them to claims)
 _MARGIN = 5.0  # seconds of lease left over after an attempt's timeout, to record it
 _NO_RULE = Outcome(False, False, None, "the automation rule no longer exists")
 
@@ -76,14 +79,21 @@ class Deliveries(Service):
         # out; one that waits longer is handed back rather than sent on an expiring lease
         self.lease = settings.delivery_timeout * 6 + _MARGIN
         self._max_held = settings.delivery_concurrency * _HELD_PER_SLOT
+        self._max_queued = settings.delivery_per_destination * _QUEUED_PER_SLOT
 
     # -- what the firing agent uses ----------------------------------------------------------
-    async def wait_room(self, n: int, timeout: float) -> None:
-        """Wait (at most `timeout` seconds) until this process can hold `n` more firings: the
-        firing agent slows down to the pace of delivery instead of leaving its firings to the
-        (slower) claim path. Scoring never waits here: candidates have their own topic."""
-        deadline = time.monotonic() + timeout
-        while self._held + n > self._max_held:
+    async def wait_room(self, keys: list[tuple[str, str]]) -> None:
+        """Wait (a moment at most) until this process can hold firings of these (project,
+        rule) pairs: in total, and in the queue of each one's destination. So a burst to a
+        healthy destination slows the firing agent to the pace of delivery instead of going
+        to the (slower) claim path, while a destination that stays full — slow, or hanging
+        until its breaker opens — costs the others at most this wait. Scoring never waits here:
+        candidates have their own topic."""
+        destinations = {self.destination(p, r) for p, r in keys}
+        deadline = time.monotonic() + _ROOM_WAIT
+        while self._held + len(keys) > self._max_held or any(
+            self._blocked(d) for d in destinations if d is not None
+        ):
             left = deadline - time.monotonic()
             if left <= 0:
                 return
@@ -98,11 +108,30 @@ class Deliveries(Service):
             return None
         return f"{self._owner}:{next(self._claims)}"
 
+    def takes(self, project_id: str, rule_id: str) -> bool:
+        """Whether a new firing of this rule may be leased to this process: not while its
+        destination's queue is full (it is then left to be claimed later, by any process)."""
+        destination = self.destination(project_id, rule_id)
+        return destination is None or not self._full(destination)
+
+    def destination(self, project_id: str, rule_id: str) -> str | None:
+        project = self._directory.get(project_id)
+        rule = next((a for a in project.automations if a.id == rule_id), None) if project else None
+        return destination_of(rule.action) if rule is not None else None
+
+    def _full(self, destination: str) -> bool:
+        queue = self._queues.get(destination)
+        return queue is not None and len(queue) >= self._max_queued
+
+    def _blocked(self, destination: str) -> bool:
+        """Full, but draining: its breaker is closed (an open one hands its firings back)."""
+        return self._full(destination) and self.breaker(destination).state == "closed"
+
     def submit(self, docs: list[dict[str, Any]]) -> None:
         """Firings decided by this process, leased to it by `lease_for_new`."""
         pending = [d for d in docs if d.get("status") == "pending"]
         self.stats["submitted"] += len(pending)
-        self._hold(pending)
+        self._hold(pending, capped=False)  # `takes` and `wait_room` vetted them
 
     def breaker(self, destination: str) -> Breaker:
         found = self._breakers.get(destination)
@@ -163,10 +192,11 @@ class Deliveries(Service):
         claimed = await self._firings.claim_due(token, datetime.now(UTC), self.lease, limit)
         self.stats["claimed"] += len(claimed)
         self._next_claim = now + (0 if len(claimed) == limit else self._settings.delivery_poll)
-        self._hold(claimed)
+        self._hold(claimed, capped=True)
 
-    def _hold(self, docs: list[dict[str, Any]]) -> None:
-        """Queue leased firings by destination."""
+    def _hold(self, docs: list[dict[str, Any]], capped: bool) -> None:
+        """Queue leased firings by destination; with `capped`, what a full destination's queue
+        cannot take goes back to MongoDB for later."""
         for doc in docs:
             rule = self._rule(doc)
             if rule is None:
@@ -176,6 +206,11 @@ class Deliveries(Service):
             queue = self._queues.get(destination)
             if queue is None:
                 queue = self._queues[destination] = deque()
+            if capped and len(queue) >= self._max_queued:  # a slow one does not fill the memory
+                self.stats["postponed"] += 1
+                at = datetime.now(UTC) + timedelta(seconds=_BUSY_RETRY)
+                self._writes.append(self._firings.postponed(doc, at))
+                continue
             queue.append(doc)
             self._held += 1
         self._wake.set()
