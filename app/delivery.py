@@ -73,7 +73,6 @@ class Deliveries(Service):
         self._per_destination: dict[str, int] = defaultdict(int)
         self._breakers: dict[str, Breaker] = {}
         self._writes: list[UpdateOne] = []
-        self._next_claim = 0.0  # monotonic time of the next look for due deliveries
         self.stats: dict[str, int] = defaultdict(int)  # counters, logged while they change
         # long enough for a firing to wait its turn behind a few rounds of attempts that time
         # out; one that waits longer is handed back rather than sent on an expiring lease
@@ -143,6 +142,7 @@ class Deliveries(Service):
     # -- lifecycle ---------------------------------------------------------------------------
     async def on_start(self) -> None:
         self.add_future(self._dispatch_loop())
+        self.add_future(self._claim_loop())
         self.add_future(self._write_loop())
         self.add_future(self._log_stats())
 
@@ -166,33 +166,39 @@ class Deliveries(Service):
         await self._senders.close()
 
     async def _dispatch_loop(self) -> None:
+        """Starts attempts whenever firings arrive or a slot frees; never waits for MongoDB."""
         await self._directory.wait_loaded()
         while not self.should_stop:
             self._wake.clear()
-            try:
-                await self._claim_some()
-            except Exception:  # MongoDB away: the schedule is safe there; look again soon
-                log.warning("claiming deliveries failed; retrying", exc_info=True)
-                self._next_claim = time.monotonic() + self._settings.delivery_poll
             self._start_some()
-            wait = max(0.01, self._next_claim - time.monotonic())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), wait)
+            await self._wake.wait()
 
-    async def _claim_some(self) -> None:
+    async def _claim_loop(self) -> None:
         """Due retries and orphans, in batches, while this process has room to hold them:
         MongoDB is asked once per poll (or again at once after a full batch), never per
-        firing; firings this process decides arrive by `submit` instead."""
-        now = time.monotonic()
-        room = self._max_held // 2 - self._held
-        if now < self._next_claim or room <= 0:
-            return
-        token = f"{self._owner}:{next(self._claims)}"
-        limit = min(room, _CLAIM_BATCH)
-        claimed = await self._firings.claim_due(token, datetime.now(UTC), self.lease, limit)
-        self.stats["claimed"] += len(claimed)
-        self._next_claim = now + (0 if len(claimed) == limit else self._settings.delivery_poll)
-        self._hold(claimed, capped=True)
+        firing; firings this process decides arrive by `submit` instead. A loop of its own, so
+        a slow claim never holds up the attempts of firings already held."""
+        await self._directory.wait_loaded()
+        poll = self._settings.delivery_poll
+        while not self.should_stop:
+            room = self._max_held // 2 - self._held
+            if room <= 0:
+                self._room.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._room.wait(), poll)
+                continue
+            limit = min(room, _CLAIM_BATCH)
+            token = f"{self._owner}:{next(self._claims)}"
+            try:
+                claimed = await self._firings.claim_due(token, datetime.now(UTC), self.lease, limit)
+            except Exception:  # MongoDB away: the schedule is safe there; look again soon
+                log.warning("claiming deliveries failed; retrying", exc_info=True)
+                await asyncio.sleep(poll)
+                continue
+            self.stats["claimed"] += len(claimed)
+            self._hold(claimed, capped=True)
+            if len(claimed) < limit:
+                await asyncio.sleep(poll)
 
     def _hold(self, docs: list[dict[str, Any]], capped: bool) -> None:
         """Queue leased firings by destination; with `capped`, what a full destination's queue
