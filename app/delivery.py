@@ -160,6 +160,15 @@ class Deliveries(Service):
                 )
 
     async def on_stop(self) -> None:
+        # firings held but not started go back at once, so another process (or this one, on
+        # restart) takes them now and not when their lease runs out; an attempt in flight
+        # keeps its lease: it may have reached the receiver
+        now = datetime.now(UTC)
+        for queue in self._queues.values():
+            self._writes.extend(self._firings.postponed(doc, now) for doc in queue)
+            self.stats["handedBack"] += len(queue)
+        self._queues.clear()
+        self._held = 0
         for task in list(self._in_flight):
             task.cancel()
         await self._flush()

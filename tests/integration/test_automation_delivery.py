@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from motor.motor_asyncio import AsyncIOMotorClient
 
 from tests.integration.automation_support import (
     TODAY,
@@ -300,4 +301,40 @@ async def test_a_firing_that_waited_past_its_lease_is_handed_back_not_sent_twice
         assert all(f["attemptCount"] == 1 for f in found)  # a hand-back is no attempt
     finally:
         worker.stop()
+        await slow.stop()
+
+
+async def test_a_graceful_stop_hands_back_the_firings_it_held(
+    stack: tuple[str, str], smtp: SmtpServer, tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    """SIGTERM: firings waiting in a process's queues lose its lease at once (another process
+    takes them now, not when the lease runs out); none is dropped."""
+    env = {**fast_delivery_env(smtp.port), "LEADSCORE_DELIVERY_PER_DESTINATION": "1"}
+    deployment = Deployment.on(stack, **env)
+    worker = await start_worker(deployment, tmp_path, "stop")
+    slow = Receiver()
+    await slow.start()
+    client: AsyncIOMotorClient[Any] = AsyncIOMotorClient(stack[1], tz_aware=True)
+    try:
+        _, key = await create_project(http, worker.url, deployment.admin_token, "stop")
+        api = Api(http, worker.url, key)
+        rule = await signup_rule(api, "slow", slow.on("/slow", Behaviour(delay=1.0)))
+        await api.send_events(
+            [event(f"g{n}", "signup", f"{TODAY}T09:00:00Z", f"g{n}") for n in range(10)]
+        )
+        await eventually(lambda: _all(api, rule["id"]), lambda found: len(found) == 10)
+        worker.stop()  # SIGTERM: one slot, a second per answer: most are still queued
+        docs = (
+            await client[deployment.prefix]
+            .automation_firings.find({"ruleId": rule["id"]})
+            .to_list(None)
+        )
+        assert len(docs) == 10
+        pending = [d for d in docs if d["status"] == "pending"]
+        assert len(pending) >= 3, "the stop came while firings were queued"
+        # only the attempt in flight (one slot) keeps its lease: it may have reached the receiver
+        assert len([d for d in pending if d["leaseOwner"] is not None]) <= 1
+    finally:
+        worker.kill()
+        client.close()
         await slow.stop()
