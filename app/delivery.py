@@ -179,7 +179,10 @@ class Deliveries(Service):
         await self._directory.wait_loaded()
         while not self.should_stop:
             self._wake.clear()
-            self._start_some()
+            try:
+                self._start_some()
+            except Exception:  # one bad document must not stop every delivery of the process
+                log.exception("starting deliveries failed; going on")
             await self._wake.wait()
 
     async def _claim_loop(self) -> None:
