@@ -64,13 +64,17 @@ async def decide(candidates: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Insert a batch of candidates (first wins), retrying MongoDB faults: a candidate is never
     skipped because the database was away. Returns the new firings, leased to this process's
     deliveries when it has room for them."""
+    # a burst waits (a moment at most) for this process's deliveries to make room
+    await deliveries.wait_room([_rule_key(c) for c in candidates])
     now = datetime.now(UTC)
     token = deliveries.lease_for_new(len(candidates))
     lease = (token, now + timedelta(seconds=deliveries.lease)) if token else None
     docs: dict[str, dict[str, Any]] = {}
     for c in candidates:
         try:
-            docs.setdefault(c["firingId"], firing_document(c, now, lease))
+            # a destination whose queue is full gets its new firings unleased: claimed later
+            held = lease if lease and deliveries.takes(*_rule_key(c)) else None
+            docs.setdefault(c["firingId"], firing_document(c, now, held))
         except (KeyError, TypeError) as exc:  # not ours: written by another client
             await _dead_letter(orjson.dumps(c), f"invalid automation firing candidate: {exc!r}")
     batch = list(docs.values())
@@ -83,7 +87,14 @@ async def decide(candidates: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return []
     for doc in inserted:
         metrics.automation_firing(doc["status"])  # pending (to deliver) or skipped (stale)
-    return inserted if lease else []
+    return [doc for doc in inserted if doc["leaseOwner"] is not None]
+
+
+def _rule_key(candidate: Any) -> tuple[str, str]:
+    """(projectId, ruleId) of a candidate; blanks for one that is not (it is dead-lettered)."""
+    if not isinstance(candidate, dict):
+        return ("", "")
+    return (str(candidate.get("projectId", "")), str(candidate.get("ruleId", "")))
 
 
 async def _dead_letter(value: bytes, reason: str) -> None:

@@ -52,6 +52,17 @@ def sink(web_port: int | None, loglevel: str | None) -> None:
     _run_worker(web_port, None, loglevel)
 
 
+@main.command()
+@click.option("--web-port", type=int, default=None, help="HTTP port (default WEB_PORT or 6066).")
+@click.option("--loglevel", default=None, help="debug, info, warning, error.")
+def deliver(web_port: int | None, loglevel: str | None) -> None:
+    """Run a delivery process: automation firings decided (first wins in MongoDB) and delivered
+    in a consumer group of its own, so webhooks never share a core's event loop with scoring;
+    run the workers with LEADSCORE_DELIVERY=off. Serves only /api/health."""
+    os.environ["LEADSCORE_ROLE"] = "delivery"
+    _run_worker(web_port, None, loglevel)
+
+
 def _run_worker(web_port: int | None, datadir: Path | None, loglevel: str | None) -> None:
     if web_port is not None:
         os.environ["WEB_PORT"] = str(web_port)

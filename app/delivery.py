@@ -8,10 +8,13 @@ the next attempt time, in batched bulk writes. A process that dies holding a lea
 deliveries by the lease only; the receiver may then see the same `X-Leadscore-Delivery` twice
 (at least once) and deduplicates on it.
 
-Isolation: at most `delivery_concurrency` attempts in flight per process and at most
-`delivery_per_destination` per destination host; a destination at its limit or with an open
-circuit breaker gets its deliveries postponed (handed back with a later time), so a hanging
-receiver holds only its own slots and never those of a healthy one.
+Isolation: leased firings wait in memory in one queue per destination (scheme, host, port); one
+dispatch loop starts attempts while fewer than `delivery_concurrency` are in flight in total and
+fewer than `delivery_per_destination` to that destination, so a hanging receiver holds only its
+own slots and never those of a healthy one. An attempt starts only while the lease still covers
+it (`delivery_timeout` plus a margin); a firing that waited too long, or whose destination's
+breaker is open, is handed back to MongoDB with a later time instead. No timer per firing: one
+loop, woken when a firing arrives or a slot frees.
 """
 
 from __future__ import annotations
@@ -40,10 +43,14 @@ from core.automation import Breaker, backoff_delay
 __all__ = ["Deliveries"]
 
 log = logging.getLogger(__name__)
-_BUSY_RETRY = 1.0  # seconds before a postponed delivery to a busy destination is looked at again
 _CLAIM_BATCH = 200
 _FLUSH_EVERY = 0.05  # seconds: attempts are recorded in bulk writes at least this often
-_WAITING_ROUNDS = 5  # deliveries a busy destination may have waiting in memory, per slot
+_BUSY_RETRY = 1.0  # seconds before a claimed firing a busy destination cannot take is due again
+_HELD_PER_SLOT = 8  # leased firings a process keeps in memory, per slot of total concurrency
+_QUEUED_PER_SLOT = 32  # of those, at most this many per slot of one destination
+_ROOM_WAIT = 2.0  # seconds the firing agent waits at most for room (then leaves them to claims)
+_MARGIN = 5.0  # seconds of lease left over after an attempt's timeout, to record it
+_NO_RULE = Outcome(False, False, None, "the automation rule no longer exists")
 
 
 class Deliveries(Service):
@@ -58,34 +65,72 @@ class Deliveries(Service):
         self._owner = "dl_" + secrets.token_hex(6)
         self._claims = itertools.count()
         self._wake = asyncio.Event()
-        self._ready: deque[dict[str, Any]] = deque()
+        # leased firings waiting for a slot, per destination, oldest first
+        self._queues: dict[str, deque[dict[str, Any]]] = {}
+        self._room = asyncio.Event()  # set when held firings leave the queues
+        self._held = 0  # firings in those queues
         self._in_flight: set[asyncio.Task[None]] = set()
         self._per_destination: dict[str, int] = defaultdict(int)
-        # deliveries waiting in memory for a busy destination; beyond a few rounds' worth they
-        # are handed back to MongoDB instead, so a lease never runs out while one waits here
-        self._waiting: dict[str, deque[dict[str, Any]]] = defaultdict(deque)
         self._breakers: dict[str, Breaker] = {}
         self._writes: list[UpdateOne] = []
-        self._next_claim = 0.0  # monotonic time of the next look for due deliveries
         self.stats: dict[str, int] = defaultdict(int)  # counters, logged while they change
-        # the lease outlives the longest wait in memory (every waiting round an attempt that
-        # times out) plus the attempt itself, with room to record it
-        self.lease = settings.delivery_timeout * (_WAITING_ROUNDS + 2) + 5
+        # long enough for a firing to wait its turn behind a few rounds of attempts that time
+        # out; one that waits longer is handed back rather than sent on an expiring lease
+        self.lease = settings.delivery_timeout * 6 + _MARGIN
+        self._max_held = settings.delivery_concurrency * _HELD_PER_SLOT
+        self._max_queued = settings.delivery_per_destination * _QUEUED_PER_SLOT
 
     # -- what the firing agent uses ----------------------------------------------------------
+    async def wait_room(self, keys: list[tuple[str, str]]) -> None:
+        """Wait (a moment at most) until this process can hold firings of these (project,
+        rule) pairs: in total, and in the queue of each one's destination. So a burst to a
+        healthy destination slows the firing agent to the pace of delivery instead of going
+        to the (slower) claim path, while a destination that stays full — slow, or hanging
+        until its breaker opens — costs the others at most this wait. Scoring never waits here:
+        candidates have their own topic."""
+        destinations = {self.destination(p, r) for p, r in keys}
+        deadline = time.monotonic() + _ROOM_WAIT
+        while self._held + len(keys) > self._max_held or any(
+            self._blocked(d) for d in destinations if d is not None
+        ):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self._room.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._room.wait(), left)
+
     def lease_for_new(self, n: int) -> str | None:
-        """A lease token for `n` firings about to be decided, if this process can start them
-        soon; None leaves them to be claimed (by any process) instead."""
-        if len(self._ready) + n > self._settings.delivery_concurrency * 4:
+        """A lease token for `n` firings about to be decided, if this process has room to hold
+        them; None leaves them to be claimed (by any process) instead."""
+        if self._held + n > self._max_held:
             return None
         return f"{self._owner}:{next(self._claims)}"
+
+    def takes(self, project_id: str, rule_id: str) -> bool:
+        """Whether a new firing of this rule may be leased to this process: not while its
+        destination's queue is full (it is then left to be claimed later, by any process)."""
+        destination = self.destination(project_id, rule_id)
+        return destination is None or not self._full(destination)
+
+    def destination(self, project_id: str, rule_id: str) -> str | None:
+        project = self._directory.get(project_id)
+        rule = next((a for a in project.automations if a.id == rule_id), None) if project else None
+        return destination_of(rule.action) if rule is not None else None
+
+    def _full(self, destination: str) -> bool:
+        queue = self._queues.get(destination)
+        return queue is not None and len(queue) >= self._max_queued
+
+    def _blocked(self, destination: str) -> bool:
+        """Full, but draining: its breaker is closed (an open one hands its firings back)."""
+        return self._full(destination) and self.breaker(destination).state == "closed"
 
     def submit(self, docs: list[dict[str, Any]]) -> None:
         """Firings decided by this process, leased to it by `lease_for_new`."""
         pending = [d for d in docs if d.get("status") == "pending"]
         self.stats["submitted"] += len(pending)
-        self._ready.extend(pending)
-        self._wake.set()
+        self._hold(pending, capped=False)  # `takes` and `wait_room` vetted them
 
     def breaker(self, destination: str) -> Breaker:
         found = self._breakers.get(destination)
@@ -97,6 +142,7 @@ class Deliveries(Service):
     # -- lifecycle ---------------------------------------------------------------------------
     async def on_start(self) -> None:
         self.add_future(self._dispatch_loop())
+        self.add_future(self._claim_loop())
         self.add_future(self._write_loop())
         self.add_future(self._log_stats())
 
@@ -107,56 +153,117 @@ class Deliveries(Service):
             if self.stats != last:
                 last = dict(self.stats)
                 log.info(
-                    "deliveries: %s; ready %d, in flight %d, waiting %d",
+                    "deliveries: %s; held %d, in flight %d",
                     dict(sorted(last.items())),
-                    len(self._ready),
+                    self._held,
                     len(self._in_flight),
-                    sum(len(w) for w in self._waiting.values()),
                 )
 
     async def on_stop(self) -> None:
+        # firings held but not started go back at once, so another process (or this one, on
+        # restart) takes them now and not when their lease runs out; an attempt in flight
+        # keeps its lease: it may have reached the receiver
+        now = datetime.now(UTC)
+        for queue in self._queues.values():
+            self._writes.extend(self._firings.postponed(doc, now) for doc in queue)
+            self.stats["handedBack"] += len(queue)
+        self._queues.clear()
+        self._held = 0
         for task in list(self._in_flight):
             task.cancel()
         await self._flush()
         await self._senders.close()
 
     async def _dispatch_loop(self) -> None:
+        """Starts attempts whenever firings arrive or a slot frees; never waits for MongoDB."""
         await self._directory.wait_loaded()
         while not self.should_stop:
+            self._wake.clear()
             try:
-                started = await self._start_some()
+                self._start_some()
+            except Exception:  # one bad document must not stop every delivery of the process
+                log.exception("starting deliveries failed; going on")
+            await self._wake.wait()
+
+    async def _claim_loop(self) -> None:
+        """Due retries and orphans, in batches, while this process has room to hold them:
+        MongoDB is asked once per poll (or again at once after a full batch), never per
+        firing; firings this process decides arrive by `submit` instead. A loop of its own, so
+        a slow claim never holds up the attempts of firings already held."""
+        await self._directory.wait_loaded()
+        poll = self._settings.delivery_poll
+        while not self.should_stop:
+            room = self._max_held // 2 - self._held
+            if room <= 0:
+                self._room.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._room.wait(), poll)
+                continue
+            limit = min(room, _CLAIM_BATCH)
+            token = f"{self._owner}:{next(self._claims)}"
+            try:
+                claimed = await self._firings.claim_due(token, datetime.now(UTC), self.lease, limit)
             except Exception:  # MongoDB away: the schedule is safe there; look again soon
                 log.warning("claiming deliveries failed; retrying", exc_info=True)
-                started = 0
-            if started:
+                await asyncio.sleep(poll)
                 continue
-            self._wake.clear()
-            wait = max(0.01, self._next_claim - time.monotonic())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), wait)
-
-    async def _start_some(self) -> int:
-        room = self._settings.delivery_concurrency - len(self._in_flight)
-        if room <= 0:
-            return 0
-        now = time.monotonic()
-        if not self._ready and now >= self._next_claim:
-            # MongoDB is asked for due retries once per poll (or again at once after a full
-            # batch), never per firing: firings this process decides arrive by `submit`
-            token = f"{self._owner}:{next(self._claims)}"
-            limit = min(room, _CLAIM_BATCH)
-            claimed = await self._firings.claim_due(token, datetime.now(UTC), self.lease, limit)
-            self._ready.extend(claimed)
             self.stats["claimed"] += len(claimed)
-            self._next_claim = now + (0 if len(claimed) == limit else self._settings.delivery_poll)
-        started = 0
-        while self._ready and len(self._in_flight) < self._settings.delivery_concurrency:
-            self._spawn(self._ready.popleft())
-            started += 1
-        return started
+            self._hold(claimed, capped=True)
+            if len(claimed) < limit:
+                await asyncio.sleep(poll)
 
-    def _spawn(self, doc: dict[str, Any]) -> None:
-        task = asyncio.ensure_future(self._deliver(doc))
+    def _hold(self, docs: list[dict[str, Any]], capped: bool) -> None:
+        """Queue leased firings by destination; with `capped`, what a full destination's queue
+        cannot take goes back to MongoDB for later."""
+        for doc in docs:
+            rule = self._rule(doc)
+            if rule is None:
+                self._record(doc, _NO_RULE)
+                continue
+            destination = destination_of(rule.action)
+            queue = self._queues.get(destination)
+            if queue is None:
+                queue = self._queues[destination] = deque()
+            if capped and len(queue) >= self._max_queued:  # a slow one does not fill the memory
+                self.stats["postponed"] += 1
+                at = datetime.now(UTC) + timedelta(seconds=_BUSY_RETRY)
+                self._writes.append(self._firings.postponed(doc, at))
+                continue
+            queue.append(doc)
+            self._held += 1
+        self._wake.set()
+
+    def _start_some(self) -> None:
+        """Start attempts, one destination after the other, while slots are free."""
+        s = self._settings
+        mono = time.monotonic()
+        now = datetime.now(UTC)
+        needed = timedelta(seconds=s.delivery_timeout + _MARGIN)
+        for destination in list(self._queues):
+            queue = self._queues[destination]
+            breaker = self.breaker(destination)
+            while queue and len(self._in_flight) < s.delivery_concurrency:
+                if self._per_destination[destination] >= s.delivery_per_destination:
+                    break
+                doc = queue.popleft()
+                self._held -= 1
+                self._room.set()
+                if doc["leaseUntil"] - now < needed:  # waited too long: hand it back
+                    self.stats["expired"] += 1
+                    self._writes.append(self._firings.postponed(doc, now))
+                    continue
+                if not breaker.allow(mono):  # paused: this destination's firings wait in MongoDB
+                    self.stats["paused"] += 1
+                    wait = timedelta(seconds=breaker.retry_at(mono) - mono)
+                    self._writes.append(self._firings.postponed(doc, now + wait))
+                    continue
+                self._spawn(doc, destination)
+            if not queue:
+                del self._queues[destination]
+
+    def _spawn(self, doc: dict[str, Any], destination: str) -> None:
+        self._per_destination[destination] += 1
+        task = asyncio.ensure_future(self._deliver(doc, destination))
         self._in_flight.add(task)
         task.add_done_callback(self._done)
 
@@ -167,37 +274,16 @@ class Deliveries(Service):
         self._wake.set()  # a slot is free
 
     # -- one delivery ------------------------------------------------------------------------
-    async def _deliver(self, doc: dict[str, Any]) -> None:
-        rule = self._rule(doc)
-        now = datetime.now(UTC)
-        if rule is None:
-            self._record(doc, Outcome(False, False, None, "the automation rule no longer exists"))
-            return
-        destination = destination_of(rule.action)
-        breaker = self.breaker(destination)
-        mono = time.monotonic()
-        limit = self._settings.delivery_per_destination
-        if self._per_destination[destination] >= limit:
-            if len(self._waiting[destination]) < _WAITING_ROUNDS * limit:
-                self._waiting[destination].append(doc)  # its turn comes when a slot frees
-                self.stats["waited"] += 1
-            else:
-                self.stats["postponed"] += 1
-                at = now + timedelta(seconds=_BUSY_RETRY)
-                self._writes.append(self._firings.postponed(doc, at))
-            return
-        if not breaker.allow(mono):
-            self.stats["paused"] += 1
-            wait = breaker.retry_at(mono) - mono
-            self._writes.append(self._firings.postponed(doc, now + timedelta(seconds=wait)))
-            return
-        self._per_destination[destination] += 1
+    async def _deliver(self, doc: dict[str, Any], destination: str) -> None:
+        rule = self._rule(doc)  # as it is now: it may have changed while the firing waited
         try:
+            if rule is None:
+                self._record(doc, _NO_RULE)
+                return
             outcome = await self._senders.send(rule.action, webhook_payload(doc))
         finally:
             self._per_destination[destination] -= 1
-            if self._waiting[destination]:  # this destination's next, in this slot
-                self._spawn(self._waiting[destination].popleft())
+        breaker = self.breaker(destination)
         if outcome.delivered or not outcome.retry:
             breaker.success()  # the destination answered: it is up
         else:

@@ -125,7 +125,12 @@ class Senders:
         if self._http is None or self._http.closed:
             self._http = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=self._settings.delivery_timeout),
-                connector=aiohttp.TCPConnector(limit=0, limit_per_host=0),
+                # keep-alive connections, at most as many as the delivery slots (per host and
+                # in total), so a burst reuses sockets instead of opening one per firing
+                connector=aiohttp.TCPConnector(
+                    limit=self._settings.delivery_concurrency,
+                    limit_per_host=self._settings.delivery_per_destination,
+                ),
             )
         return self._http
 

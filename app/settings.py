@@ -64,8 +64,14 @@ class Settings:
     role: str = "worker"
     """LEADSCORE_ROLE: `worker` (default: scoring, identity, sweep, sink, every API), `ingest`
     (only the ingest endpoints and health: no consumer of leadscore's topics, no tables;
-    `leadscore ingest`) or `sink` (only the MongoDB sink and health, in a consumer group of its
-    own; `leadscore sink`, next to workers run with LEADSCORE_SINK=off)."""
+    `leadscore ingest`), `sink` (only the MongoDB sink and health, in a consumer group of its
+    own; `leadscore sink`, next to workers run with LEADSCORE_SINK=off) or `delivery` (only
+    automation firings: deciding and delivering them, and health, in a consumer group of its
+    own; `leadscore deliver`, next to workers run with LEADSCORE_DELIVERY=off)."""
+    delivery_enabled: bool = True
+    """LEADSCORE_DELIVERY: `on` (default) or `off` — a worker that neither decides nor delivers
+    automation firings (its scoring still produces the candidates), for deployments that run
+    `leadscore deliver` processes so delivery never shares a core with scoring."""
     max_rules: int = 500
     """LEADSCORE_MAX_RULES: most scoring rules per project. Every change republishes the whole
     project record, which must stay far below the broker's message limit (about 1 MB)."""
@@ -122,9 +128,9 @@ class Settings:
     """LEADSCORE_DELIVERY_BACKOFF_MAX: longest wait between two attempts, in seconds."""
     delivery_timeout: float = 10.0
     """LEADSCORE_DELIVERY_TIMEOUT: seconds one attempt may take (connect to answer)."""
-    delivery_concurrency: int = 64
+    delivery_concurrency: int = 256
     """LEADSCORE_DELIVERY_CONCURRENCY: deliveries in flight per process, all destinations."""
-    delivery_per_destination: int = 8
+    delivery_per_destination: int = 32
     """LEADSCORE_DELIVERY_PER_DESTINATION: deliveries in flight per process to one host."""
     delivery_poll: float = 1.0
     """LEADSCORE_DELIVERY_POLL: seconds between looks for due retries (new firings decided by
@@ -179,6 +185,8 @@ class Settings:
             fixed_now=_env("LEADSCORE_NOW", ""),
             sink_enabled=_env("LEADSCORE_SINK", "on").lower() not in ("off", "0", "false", "no"),
             role=_role(_env("LEADSCORE_ROLE", "worker")),
+            delivery_enabled=_env("LEADSCORE_DELIVERY", "on").lower()
+            not in ("off", "0", "false", "no"),
             session_ttl=float(_env("LEADSCORE_SESSION_TTL", str(12 * 3600))),
             session_cache_seconds=float(_env("LEADSCORE_SESSION_CACHE", "2")),
             cookie_secure=_env("LEADSCORE_COOKIE_SECURE", "on").lower()
@@ -204,8 +212,8 @@ class Settings:
             delivery_backoff=float(_env("LEADSCORE_DELIVERY_BACKOFF", "60")),
             delivery_backoff_max=float(_env("LEADSCORE_DELIVERY_BACKOFF_MAX", "3600")),
             delivery_timeout=float(_env("LEADSCORE_DELIVERY_TIMEOUT", "10")),
-            delivery_concurrency=int(_env("LEADSCORE_DELIVERY_CONCURRENCY", "64")),
-            delivery_per_destination=int(_env("LEADSCORE_DELIVERY_PER_DESTINATION", "8")),
+            delivery_concurrency=int(_env("LEADSCORE_DELIVERY_CONCURRENCY", "256")),
+            delivery_per_destination=int(_env("LEADSCORE_DELIVERY_PER_DESTINATION", "32")),
             delivery_poll=float(_env("LEADSCORE_DELIVERY_POLL", "1")),
             breaker_failures=int(_env("LEADSCORE_BREAKER_FAILURES", "5")),
             breaker_cooldown=float(_env("LEADSCORE_BREAKER_COOLDOWN", "30")),
@@ -236,12 +244,13 @@ class Settings:
         return self.app_id_of(self.role)
 
     def app_id_of(self, role: str) -> str:
-        """Workers share one app id; ingest and sink processes, which must not be assigned the
-        workers' partitions, get their own. Faust appends `-v{N}` from app version 2 on."""
+        """Workers share one app id; ingest, sink and delivery processes, which must not be
+        assigned the workers' partitions, get their own. Faust appends `-v{N}` from app
+        version 2 on."""
         return self.topic_prefix if role == "worker" else f"{self.topic_prefix}-{role}"
 
 
-ROLES = tuple(topology.ROLES)  # worker, ingest, sink
+ROLES = tuple(topology.ROLES)  # worker, ingest, sink, delivery
 LOG_FORMATS = ("text", "json")
 
 

@@ -219,8 +219,9 @@ AGENTS: Mapping[str, AgentDecl] = {
 }
 
 ROLES: Mapping[str, tuple[str, ...]] = {
-    # scoring, identity, the sweep, firings and the whole API; also the sink unless
-    # LEADSCORE_SINK=off (then sink processes run it)
+    # scoring, identity, the sweep and the whole API; also the sink unless LEADSCORE_SINK=off
+    # (then sink processes run it) and firings unless LEADSCORE_DELIVERY=off (delivery
+    # processes run them)
     "worker": (
         "agents.scoring",
         "agents.identity",
@@ -259,14 +260,21 @@ ROLES: Mapping[str, tuple[str, ...]] = {
     ),
     # lead-changes -> MongoDB, in a consumer group of its own
     "sink": ("web.security", "agents.sink", "web.health", "web.metrics", "web.request_ids"),
+    # automation firings decided and delivered, nothing else (`leadscore deliver`, next to
+    # workers run with LEADSCORE_DELIVERY=off; ADR 0024)
+    "delivery": ("web.security", "agents.firing", "web.health", "web.metrics", "web.request_ids"),
 }
 
 
-def modules_of(role: str, *, sink_enabled: bool = True) -> tuple[str, ...]:
+def modules_of(
+    role: str, *, sink_enabled: bool = True, delivery_enabled: bool = True
+) -> tuple[str, ...]:
     """The modules a process of `role` imports (which registers its agents, tables, views)."""
     modules = ROLES[role]
     if role == "worker" and not sink_enabled:
         modules = tuple(m for m in modules if m != AGENTS["sink"].module)
+    if role == "worker" and not delivery_enabled:
+        modules = tuple(m for m in modules if m != AGENTS["firing"].module)
     return modules
 
 

@@ -14,5 +14,9 @@ __all__ = ["app", "modules"]
 
 modules = tuple(
     importlib.import_module(name)
-    for name in modules_of(settings.role, sink_enabled=settings.sink_enabled)
+    for name in modules_of(
+        settings.role,
+        sink_enabled=settings.sink_enabled,
+        delivery_enabled=settings.delivery_enabled,
+    )
 )

@@ -171,12 +171,7 @@ async def delivery_rate(suite: Suite, receiver: _Receiver, n: int) -> dict[str, 
         await mongo.db.automation_firings.insert_many(docs[start : start + 1000])
     mongo.close()
     before = set(receiver.arrivals)
-    w = d.worker(
-        "w1",
-        LEADSCORE_SINK="off",
-        LEADSCORE_DELIVERY_CONCURRENCY="256",
-        LEADSCORE_DELIVERY_PER_DESTINATION="256",
-    )
+    w = d.worker("w1", LEADSCORE_SINK="off")  # default delivery settings
     w.start()
     deadline = time.monotonic() + 120 + n / 50
     try:
@@ -198,11 +193,14 @@ async def delivery_rate(suite: Suite, receiver: _Receiver, n: int) -> dict[str, 
     }
 
 
-async def decided_rate(suite: Suite, receiver: _Receiver, n: int) -> dict[str, Any]:
+async def decided_rate(
+    suite: Suite, receiver: _Receiver, n: int, process: bool = False
+) -> dict[str, Any]:
     """The common path end to end: N `signup` events of N new leads already on the events
     topic, each firing a rule; one worker scores them, decides the firings (leased to itself)
-    and delivers them. Rate = distinct deliveries / (last - first)."""
-    d = suite.deployment("ae")
+    and delivers them — or, with `process`, a `leadscore deliver` process next to a worker run
+    with LEADSCORE_DELIVERY=off does. Rate = distinct deliveries / (last - first)."""
+    d = suite.deployment("ap" if process else "ae")
     await d.create()
     await _add_rules(
         d,
@@ -237,23 +235,25 @@ async def decided_rate(suite: Suite, receiver: _Receiver, n: int) -> dict[str, A
     ]
     await produce_all(suite.bootstrap, d.topic("events"), records)
     wanted = {f"dec-{tag}-{i}" for i in range(n)}
-    w = d.worker(
-        "w1",
-        LEADSCORE_SINK="off",
-        LEADSCORE_DELIVERY_CONCURRENCY="256",
-        LEADSCORE_DELIVERY_PER_DESTINATION="256",
-    )
-    w.start()
+    # default delivery settings
+    procs = [d.worker("w1", LEADSCORE_SINK="off", LEADSCORE_DELIVERY="off" if process else "on")]
+    if process:
+        procs.append(d.worker("deliver", LEADSCORE_ROLE="delivery"))
+    for w in procs:
+        w.start()
     deadline = time.monotonic() + 120 + n / 50
     try:
         while time.monotonic() < deadline and not wanted <= set(receiver.leads):
-            w.check()
+            for w in procs:
+                w.check()
             await asyncio.sleep(0.2)
     finally:
-        w.stop()
+        for w in procs:
+            w.stop()
     got = [receiver.leads[k] for k in wanted if k in receiver.leads]
     span = max(got) - min(got) if len(got) > 1 else 0.0
     return {
+        "deliveryProcess": process,
         "firings": n,
         "delivered": len(got),
         "seconds": round(span, 2),
@@ -278,8 +278,8 @@ async def latency(suite: Suite, receiver: _Receiver, rate: int, seconds: float) 
             }
         ],
     )
-    # one destination takes every firing here: allow it 32 concurrent requests (default 8)
-    w = d.worker("w1", LEADSCORE_SINK="off", LEADSCORE_DELIVERY_PER_DESTINATION="32")
+    # the default delivery settings: the target must hold with what a user gets
+    w = d.worker("w1", LEADSCORE_SINK="off")
     w.start()
     await w.wait_healthy()
     accepted: dict[str, float] = {}
@@ -313,7 +313,6 @@ async def latency(suite: Suite, receiver: _Receiver, rate: int, seconds: float) 
     lat = [receiver.leads[k] - t for k, t in accepted.items() if k in receiver.leads]
     return {
         "ratePerSecond": rate,
-        "perDestination": 32,
         "seconds": seconds,
         "accepted": len(accepted),
         "delivered": len(lat),
@@ -344,6 +343,14 @@ async def run_automation(suite: Suite) -> None:
                 suite,
                 "automationDecided",
                 decided_rate(suite, receiver, 2_000 if quick else 10_000),
+            ),
+        )
+        await suite._phase(
+            "automationDecidedProcess",
+            lambda: _into(
+                suite,
+                "automationDecidedProcess",
+                decided_rate(suite, receiver, 2_000 if quick else 10_000, process=True),
             ),
         )
         await suite._phase(

@@ -65,12 +65,14 @@ class Received:
 
 @dataclass
 class Behaviour:
-    """How a path answers: `fail` times with `status` (and `retry_after`), then 200; or hang."""
+    """How a path answers: `fail` times with `status` (and `retry_after`), then 200 (after
+    `delay` seconds); or hang."""
 
     fail: int = 0
     status: int = 500
     retry_after: str | None = None
     hang: bool = False
+    delay: float = 0.0
     seen: int = 0
 
 
@@ -113,6 +115,8 @@ class Receiver:
             if b.seen <= b.fail:
                 headers = {"Retry-After": b.retry_after} if b.retry_after else {}
                 return web.Response(status=b.status, text="not now", headers=headers)
+            if b.delay:
+                await asyncio.sleep(b.delay)
         return web.Response(text="ok")
 
     async def start(self) -> None:

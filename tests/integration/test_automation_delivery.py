@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from motor.motor_asyncio import AsyncIOMotorClient
 
 from tests.integration.automation_support import (
     TODAY,
@@ -269,3 +270,71 @@ async def test_a_failing_destination_is_paused_by_its_breaker_and_nothing_is_dro
         worker.stop()
         await down.stop()
         await up.stop()
+
+
+async def test_a_firing_that_waited_past_its_lease_is_handed_back_not_sent_twice(
+    stack: tuple[str, str], smtp: SmtpServer, tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    """A slow destination (one slot, 0.5 s per answer) gets a queue longer than the lease
+    (1 s timeout: 11 s lease, an attempt needs 6 s of it left): firings that waited too long
+    are handed back to MongoDB and claimed again instead of being sent on an expired lease —
+    sent on it, the claim of the same firing by the claim loop would send it a second time."""
+    env = {
+        **fast_delivery_env(smtp.port),
+        "LEADSCORE_DELIVERY_TIMEOUT": "1",
+        "LEADSCORE_DELIVERY_PER_DESTINATION": "1",
+    }
+    worker = await start_worker(Deployment.on(stack, **env), tmp_path, "lease")
+    slow = Receiver()
+    await slow.start()
+    try:
+        _, key = await create_project(http, worker.url, worker.deployment.admin_token, "lease")
+        api = Api(http, worker.url, key)
+        rule = await signup_rule(api, "slow", slow.on("/slow", Behaviour(delay=0.5)))
+        await api.send_events(
+            [event(f"s{n}", "signup", f"{TODAY}T09:00:00Z", f"s{n}") for n in range(36)]
+        )
+        found = await wait_firings(api, rule["id"], 36, status="delivered", timeout=180)
+        seen = slow.distinct("/slow")
+        assert set(seen) == {f["id"] for f in found}
+        assert [n for n in seen.values() if n > 1] == []  # none sent twice
+        assert all(f["attemptCount"] == 1 for f in found)  # a hand-back is no attempt
+    finally:
+        worker.stop()
+        await slow.stop()
+
+
+async def test_a_graceful_stop_hands_back_the_firings_it_held(
+    stack: tuple[str, str], smtp: SmtpServer, tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    """SIGTERM: firings waiting in a process's queues lose its lease at once (another process
+    takes them now, not when the lease runs out); none is dropped."""
+    env = {**fast_delivery_env(smtp.port), "LEADSCORE_DELIVERY_PER_DESTINATION": "1"}
+    deployment = Deployment.on(stack, **env)
+    worker = await start_worker(deployment, tmp_path, "stop")
+    slow = Receiver()
+    await slow.start()
+    client: AsyncIOMotorClient[Any] = AsyncIOMotorClient(stack[1], tz_aware=True)
+    try:
+        _, key = await create_project(http, worker.url, deployment.admin_token, "stop")
+        api = Api(http, worker.url, key)
+        rule = await signup_rule(api, "slow", slow.on("/slow", Behaviour(delay=1.0)))
+        await api.send_events(
+            [event(f"g{n}", "signup", f"{TODAY}T09:00:00Z", f"g{n}") for n in range(10)]
+        )
+        await eventually(lambda: _all(api, rule["id"]), lambda found: len(found) == 10)
+        worker.stop()  # SIGTERM: one slot, a second per answer: most are still queued
+        docs = (
+            await client[deployment.prefix]
+            .automation_firings.find({"ruleId": rule["id"]})
+            .to_list(None)
+        )
+        assert len(docs) == 10
+        pending = [d for d in docs if d["status"] == "pending"]
+        assert len(pending) >= 3, "the stop came while firings were queued"
+        # only the attempt in flight (one slot) keeps its lease: it may have reached the receiver
+        assert len([d for d in pending if d["leaseOwner"] is not None]) <= 1
+    finally:
+        worker.kill()
+        client.close()
+        await slow.stop()

@@ -22,4 +22,5 @@ def test_internal_topics_of_an_epoch_are_exact_names() -> None:
         f"{p}-v2-__assignor-__leader",
         f"{p}-ingest-v2-__assignor-__leader",
         f"{p}-sink-v2-__assignor-__leader",
+        f"{p}-delivery-v2-__assignor-__leader",
     ]

@@ -50,6 +50,10 @@ def test_roles_choose_their_modules() -> None:
     assert "agents.sink" in topology.modules_of("worker")
     assert not [m for m in topology.modules_of("ingest") if m.startswith("agents.")]
     assert [m for m in topology.modules_of("sink") if m.startswith("agents.")] == ["agents.sink"]
+    assert "agents.firing" not in topology.modules_of("worker", delivery_enabled=False)
+    assert [m for m in topology.modules_of("delivery") if m.startswith("agents.")] == [
+        "agents.firing"
+    ]
 
 
 def test_topic_specs_follow_the_declarations() -> None:
