@@ -43,7 +43,7 @@ from app.partitioning import partition_for
 from app.records import ProjectRecord, lead_changes
 from app.settings import settings
 from app.topology import app, directory, scoring_source
-from core.automation import Cause
+from core.automation import Cause, may_fire, moment_after, moment_before
 from core.events import Event, FieldError, InvalidEvent, validate_event
 from core.identity import claims, normalize_email
 from core.lead import HistoryRow, LeadSummary, LeadView
@@ -301,6 +301,44 @@ def _score_lead(key: bytes, items: list[_Item], now: int, outputs: _Outputs) -> 
             _emit(key, partition, _stored_view(key, partition, stored, project, now), rows, outputs)
         return
     base = stored or LeadSummary(project.projectId, key.decode().split(":", 1)[1])
+    lead, claims = _apply_lead(key, partition, base, stored, project, fresh, redone, now)
+    summary = lead.summary()
+    view = lead.view(summary)
+    rules = project.active_automations
+    if rules and may_fire(
+        rules,
+        moment_before(stored, project.scoring, now),
+        moment_after(view),
+        {item.event.event_type for item in fresh},
+        any(project.scoring.points_for(item.event.event_type) < 0 for item in fresh),
+    ):
+        # something may fire: every event's outcome, in order, as SPEC 9 evaluates triggers
+        lead, claims = _apply_lead(
+            key, partition, base, stored, project, fresh, redone, now, outputs.firings
+        )
+        summary = lead.summary()
+        view = lead.view(summary)
+    outputs.claims += claims
+    outputs.count("scored", len(fresh))
+    lead.write(lead_store, summary, [_dedup_row(item) for item in fresh])
+    rows.update(lead.rows)
+    _emit(key, partition, view, rows, outputs)
+
+
+def _apply_lead(
+    key: bytes,
+    partition: int,
+    base: LeadSummary,
+    stored: LeadSummary | None,
+    project: ProjectRecord,
+    fresh: list[_Item],
+    redone: set[str],
+    now: int,
+    firings: list[FiringRecord] | None = None,
+) -> tuple[LeadBatch, list[wire.Claim]]:
+    """The lead with the batch's new events added (chained in one pass), and the claims its
+    identifies make. With `firings`, each event is chained as it comes and its automation
+    candidates are appended there."""
     lead = LeadBatch(
         lead_store,
         key,
@@ -311,9 +349,8 @@ def _score_lead(key: bytes, items: list[_Item], now: int, outputs: _Outputs) -> 
         redone=frozenset(redone),
         known=stored is not None,
     )
-    rules = bool(project.active_automations)
-    before: LeadSummary | None = stored
-    dedup = []
+    claims: list[wire.Claim] = []
+    before = stored
     for item in fresh:
         event = item.event
         lead.add(
@@ -324,29 +361,32 @@ def _score_lead(key: bytes, items: list[_Item], now: int, outputs: _Outputs) -> 
             event.anonymous_id,
             item.source,
         )
-        dedup.append((event.event_id, event.timestamp, event.properties, item.source))
         if event.event_type == "identify":
-            _claim_if_first(lead, item, outputs)
-        if rules:  # each event's outcome: chained now (`summary` settles)
+            claim = _claim_if_first(lead, item)
+            if claim is not None:
+                claims.append(claim)
+        if firings is not None:  # this event's outcome: chained now (`summary` settles)
             after = lead.summary()
             cause = Cause(event.event_id, event.timestamp, event.event_type)
-            outputs.firings += candidates(project, before, lead.view(after), now, cause)
+            firings += candidates(project, before, lead.view(after), now, cause)
             before = after
-    outputs.count("scored", len(fresh))
-    summary = lead.summary()
-    lead.write(lead_store, summary, dedup)
-    rows.update(lead.rows)
-    _emit(key, partition, lead.view(summary), rows, outputs)
+    return lead, claims
 
 
-def _claim_if_first(lead: LeadBatch, item: _Item, outputs: _Outputs) -> None:
+def _dedup_row(item: _Item) -> tuple[str, int, Any, Source]:
+    event = item.event
+    return (event.event_id, event.timestamp, event.properties, item.source)
+
+
+def _claim_if_first(lead: LeadBatch, item: _Item) -> wire.Claim | None:
     """One claim at a time, the earliest identify's: its reply decides what the lead becomes."""
     event = item.event
     email = normalize_email((event.properties or {}).get("email"))
     order = (item.logged_at, event.event_id)
     if email and claims(lead.summary(), order):
         lead.pending_email, lead.pending_claim = email, order
-        outputs.claims.append(_claim(event, email, item.logged_at))
+        return _claim(event, email, item.logged_at)
+    return None
 
 
 def _claim(event: Event, email: str, logged_at: int) -> wire.Claim:

@@ -156,6 +156,10 @@ class Deployment:
             LEADSCORE_PARTITIONS=str(self.partitions),
             LEADSCORE_ADMIN_TOKEN=ADMIN_TOKEN,
             LEADSCORE_SWEEP_INTERVAL="86400",  # no decay sweep inside a measurement
+            # the per-key rate limit (2,000/s by default) would answer the load with 429s:
+            # the benchmark measures the pipeline, not the limiter
+            LEADSCORE_RATE_LIMIT="1000000/second",
+            LEADSCORE_RATE_LIMIT_PUBLISHABLE="1000000/second",
             LOG_LEVEL="info",
             PYTHONUNBUFFERED="1",
         )

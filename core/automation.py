@@ -29,6 +29,7 @@ __all__ = [
     "backoff_delay",
     "firing_id",
     "firings_for",
+    "may_fire",
     "moment_after",
     "moment_before",
     "retryable_status",
@@ -130,6 +131,34 @@ def rule_fires(
     else:
         raise ValueError(f"unknown trigger kind {t.kind!r}")
     return fired and _conditions_hold(rule.conditions, after)
+
+
+def may_fire(
+    rules: Iterable[AutomationRule],
+    before: LeadMoment,
+    after: LeadMoment,
+    applied_event_types: set[str],
+    any_negative_points: bool,
+) -> bool:
+    """Whether any rule can fire for some event of a batch that took a lead from `before` to
+    `after` (both at now), so that the caller evaluates every event (`firings_for`) only then.
+
+    Exact, not a guess: an event with points ≥ 0 never lowers the lead's current score at now
+    (the chain is monotone in each step's input, and an event restarts the grace period, so
+    decaying in two steps never loses more than in one), and the stage is monotone in the
+    score. So without negative points, a stage or score crossing at some event is a crossing
+    between the batch's ends; an `event` trigger needs its type among the applied events.
+    Conditions are left to the per-event evaluation."""
+    if any_negative_points:
+        return True
+    for rule in rules:
+        t = rule.trigger
+        if t.kind == "event":
+            if t.event_type in applied_event_types:
+                return True
+        elif rule_fires(AutomationRule(rule.id, t), before, after, None):
+            return True
+    return False
 
 
 def _conditions_hold(c: Conditions, after: LeadMoment) -> bool:

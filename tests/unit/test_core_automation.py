@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import random
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.settings import Settings
@@ -225,3 +225,63 @@ def test_a_success_resets_the_failure_count() -> None:
     b.success()
     b.failure(1)
     assert b.state == "closed"
+
+
+# -- may_fire: the batch-level filter before per-event evaluation ------------------------------
+
+_SAMPLE_NOW = parse_timestamp("2026-03-01T00:00:00Z")
+_TYPES = ["page_view", "email_open", "download", "demo_request", "signup", "unsubscribe", "x"]
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    raw=st.lists(
+        st.tuples(
+            st.integers(0, 60 * 24).map(lambda h: _SAMPLE_NOW - h * US_PER_HOUR),
+            st.sampled_from(_TYPES),
+        ),
+        min_size=1,
+        max_size=25,
+    ),
+    split=st.integers(0, 25),
+    thresholds=st.lists(st.integers(1, 300), min_size=1, max_size=3),
+)
+def test_may_fire_is_true_whenever_some_event_of_the_batch_fires_a_rule(
+    raw: list[tuple[int, str]], split: int, thresholds: list[int]
+) -> None:
+    """Per-event evaluation (SPEC 9) over a batch's events, in arrival order, late ones
+    included, never finds a firing that `may_fire` on the batch's two ends rules out."""
+    from core.automation import may_fire, moment_after
+    from core.lead import NewEvent, lead_view, score_events, summary_from_facts
+
+    config = default_config()
+    rules = [stage_rule(s) for s in ("warm", "hot", "qualified")] + [
+        AutomationRule(f"s{t}", Trigger("score_crossed", threshold=float(t))) for t in thresholds
+    ]
+    events = [
+        NewEvent(ts, f"e{i}", kind, config.points_for(kind)) for i, (ts, kind) in enumerate(raw)
+    ]
+    base = LeadSummary("p", "lead")
+
+    def moment(upto: int) -> LeadMoment:
+        if upto == 0:
+            return moment_before(None, config, _SAMPLE_NOW)
+        facts, _ = score_events(events[:upto], config)
+        return moment_after(lead_view(summary_from_facts(base, facts), _SAMPLE_NOW, config, 0))
+
+    start = min(split, len(events) - 1)  # events before `start` were applied by earlier batches
+    moments = [moment(k) for k in range(start, len(events) + 1)]
+    fired = any(
+        rule_fires(rule, moments[k], moments[k + 1], events[start + k].event_type)
+        for k in range(len(moments) - 1)
+        for rule in rules
+    )
+    batch = events[start:]
+    if fired:
+        assert may_fire(
+            rules,
+            moments[0],
+            moments[-1],
+            {e.event_type for e in batch},
+            any(e.points < 0 for e in batch),
+        )
