@@ -1,4 +1,4 @@
-"""`python -m bench [--quick] [--only automation|sink|scoring|memory] [--keep] [--no-doc]
+"""`python -m bench [--quick] [--only automation|sink|scoring|memory|latency] [--keep] [--no-doc]
 [--doc] [--render JSON]`: docs/PERFORMANCE.md."""
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes, about a minute")
     parser.add_argument(
         "--only",
-        choices=["automation", "sink", "scoring", "memory"],
+        choices=["automation", "sink", "scoring", "memory", "latency"],
         help="run one group of rows only (never rewrites docs/PERFORMANCE.md)",
     )
     parser.add_argument("--keep", action="store_true", help="keep topics, databases, state")
