@@ -602,6 +602,10 @@ def render(report: dict[str, Any]) -> str:
             )
     lines += ["", "### Profile of the worker during (3), scored and materialized", ""]
     lines += _profile((r.get("materialize") or {}).get("profile"), "the first LeadChange of (3)")
+    fast = [x for x in r.get("latency") or [] if x.get("profile")]
+    if fast:
+        lines += ["", "### Profile of the worker during (5), 1,000 single events/s", ""]
+        lines += _profile(fast[-1]["profile"], "1 s into the load of (5)")
     lines += ["", "### Profile of the worker during (7), scoring alone (replay)", ""]
     lines += _profile((r.get("replay") or {}).get("profile"), "the first LeadChange of (7)")
     http = r.get("http") or {}
