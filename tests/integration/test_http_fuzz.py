@@ -327,9 +327,13 @@ async def test_no_request_to_any_route_gets_a_5xx_or_hangs_or_hurts_another_tena
     await asyncio.to_thread(run, burst, max(1, FUZZ_REQUESTS // 4 // BURST), together)
     assert not failures, failures
     print(f"fuzz seed {FUZZ_SEED}: statuses {sorted(statuses.items())}")
-    # the fuzz reached the handlers, not only the authentication in front of them
-    assert sum(n for s, n in statuses.items() if 200 <= s < 300) > 0, statuses
-    assert statuses[422] > 0 and statuses[401] > 0, statuses
+    # the fuzz went past authentication, and the handlers behind it still answer as they
+    # should (a 2xx or 422 among 400 random requests depends on the seed: asked for here)
+    assert statuses[401] > 0 and sum(n for s, n in statuses.items() if s != 401) > 0, statuses
+    attacker = Api(http, worker.url, attacker_key)
+    await attacker.send_events([{**VALID_EVENT, "eventId": "after-fuzz", "leadId": "after-fuzz"}])
+    status, body = await attacker.post("/api/events", {**VALID_EVENT, "eventType": "bad type"})
+    assert status in (400, 422) and "eventType" in str(body), (status, body)
 
     assert worker.proc is not None and worker.proc.poll() is None, worker.log_tail()
     status, _ = await victim.get("/api/health")
