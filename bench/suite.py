@@ -258,6 +258,14 @@ class Suite:
 
     async def scoring_only(self) -> None:
         """(1) and (2) alone: the reference and the scoring agent on the same workload."""
+        await self._scoring_alone(
+            profile=(self.workdir / "profile-scoring.txt", self.sizes.profile_seconds)
+        )
+
+    async def _scoring_alone(
+        self, profile: tuple[Path, float] | None = None
+    ) -> tuple[Deployment, WireWorkload]:
+        """The `score` deployment: (1), (1b) and (2) on its pre-filled events topic."""
         s = self.sizes
         d = self.deployment("s")
         workload = await self.prepare(d, s.leads, s.events)
@@ -266,12 +274,10 @@ class Suite:
         await self._phase("faustCeiling", lambda: self.faust_ceiling(d, workload))
         log("(2) scoring agent alone: 1 worker, sink off")
         w = d.worker("w1", LEADSCORE_SINK="off")
-        self.results["scoring"] = await self.drain(
-            d, [w], workload, version=1,
-            profile=(self.workdir / "profile-scoring.txt", s.profile_seconds),
-        )  # fmt: skip
+        self.results["scoring"] = await self.drain(d, [w], workload, version=1, profile=profile)
         w.stop()
         log(f"    {self._rate_line(self.results['scoring'])}")
+        return d, workload
 
     async def memory_deployment(self) -> None:
         """(10) one worker (sink off) through `memory_events` events over `memory_leads` leads:
@@ -290,18 +296,7 @@ class Suite:
 
     async def score_deployment(self) -> None:
         s = self.sizes
-        d = self.deployment("s")
-        workload = await self.prepare(d, s.leads, s.events)
-        self.results["workloads"] = {"score": workload.describe()}
-
-        await self._phase("passthrough", lambda: self.passthrough(d, workload))
-        await self._phase("faustCeiling", lambda: self.faust_ceiling(d, workload))
-
-        log("(2) scoring agent alone: 1 worker, sink off")
-        w = d.worker("w1", LEADSCORE_SINK="off")
-        self.results["scoring"] = await self.drain(d, [w], workload, version=1)
-        w.stop()
-        log(f"    {self._rate_line(self.results['scoring'])}")
+        d, workload = await self._scoring_alone()
 
         await self._phase("changelog", lambda: self.changelog(d, workload, 1, "changelog"))
 

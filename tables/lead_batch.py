@@ -142,20 +142,6 @@ class LeadBatch:
         if self.applied[slot] < source[1]:
             self.applied[slot] = source[1]
 
-    def apply(
-        self,
-        timestamp: int,
-        event_id: str,
-        event_type: str,
-        properties: Mapping[str, Any] | None,
-        anonymous_id: str | None,
-        source: Source,
-    ) -> None:
-        """`add` and `settle`: the lead as `core.lead.apply_event` leaves it after this event
-        (for automation, which looks at every event's outcome)."""
-        self.add(timestamp, event_id, event_type, properties, anonymous_id, source)
-        self.settle()
-
     def settle(self) -> None:
         """Chain the added events: appended after the last fact, or merged into the facts
         from the earliest of them on and the chain recomputed in one pass, stopping once past

@@ -234,14 +234,7 @@ class LeadStore:
         self, key: bytes, partition: int, timestamp: int, event_id: str
     ) -> EventFact | None:
         """The fact just before (timestamp, eventId), which itself is not stored yet."""
-        prefix = _FACT + lead_prefix(key)
-        target = _FACT + fact_key(key, timestamp, event_id)
-        for k, v in self._scan(partition, target, prefix, backwards=True):
-            if not k.startswith(prefix):
-                return None
-            if k < target:
-                return decode_fact(k, v, len(prefix))
-        return None
+        return next(self.facts_before(key, partition, timestamp, event_id), None)
 
     def facts_before(
         self, key: bytes, partition: int, timestamp: int, event_id: str
