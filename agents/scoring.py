@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, cast
@@ -29,7 +29,7 @@ from typing import Any, cast
 import orjson
 from faust.types import StreamT
 
-from agents.automation import FiringRecord, candidates, send_firings
+from agents.automation import FiringRecord, fired, send_firings
 from agents.erasure import erasures, handle_erase
 from agents.lead_commands import COMMANDS_SOURCE, Command, handle_command, history_rows
 from agents.outbox import forward_event, send_claim
@@ -43,10 +43,11 @@ from app.partitioning import partition_for
 from app.records import ProjectRecord, lead_changes
 from app.settings import settings
 from app.topology import app, directory, scoring_source
-from core.automation import Cause, may_fire, moment_after, moment_before
+from core.automation import Cause, LeadMoment, fired_at, moment_after, moment_before
 from core.events import Event, FieldError, InvalidEvent, validate_event
 from core.identity import claims, normalize_email
 from core.lead import HistoryRow, LeadSummary, LeadView
+from core.scoring import report, stage_for, velocity_score
 from tables.codec import Alias, Source
 from tables.lead_batch import LeadBatch
 from tables.leads import lead_store
@@ -144,6 +145,11 @@ async def _apply(messages: list[Any]) -> _Outputs:
             leads = {}
             await item
     _score_leads(leads, now, outputs)
+    # Firing candidates before the summaries that count their events: a crash in between
+    # leaves the records unapplied, so the redo sends them again (the firing agent keeps the
+    # first of an id); sent after, a crash could lose them (a redo of an applied record only
+    # re-emits its LeadChange and claim).
+    await send_firings(outputs.firings)
     faults.inject("produce")  # tests: a produce timeout after the table writes
     await asyncio.gather(
         lead_store.commit(),
@@ -151,7 +157,6 @@ async def _apply(messages: list[Any]) -> _Outputs:
     )
     for key, raw_event, logged_at in outputs.forwards:
         await forward_event(key, raw_event, logged_at)
-    await send_firings(outputs.firings)
     for claim in outputs.claims:
         await send_claim(claim)
     return outputs
@@ -304,20 +309,10 @@ def _score_lead(key: bytes, items: list[_Item], now: int, outputs: _Outputs) -> 
     lead, claims = _apply_lead(key, partition, base, stored, project, fresh, redone, now)
     summary = lead.summary()
     view = lead.view(summary)
-    rules = project.active_automations
-    if rules and may_fire(
-        rules,
-        moment_before(stored, project.scoring, now),
-        moment_after(view),
-        {item.event.event_type for item in fresh},
-        any(project.scoring.points_for(item.event.event_type) < 0 for item in fresh),
-    ):
-        # something may fire: every event's outcome, in order, as SPEC 9 evaluates triggers
-        lead, claims = _apply_lead(
-            key, partition, base, stored, project, fresh, redone, now, outputs.firings
+    if project.active_automations:
+        outputs.firings += _firings(
+            key, partition, base, stored, project, fresh, redone, now, lead, view
         )
-        summary = lead.summary()
-        view = lead.view(summary)
     outputs.claims += claims
     outputs.count("scored", len(fresh))
     lead.write(lead_store, summary, [_dedup_row(item) for item in fresh])
@@ -334,11 +329,9 @@ def _apply_lead(
     fresh: list[_Item],
     redone: set[str],
     now: int,
-    firings: list[FiringRecord] | None = None,
 ) -> tuple[LeadBatch, list[wire.Claim]]:
     """The lead with the batch's new events added (chained in one pass), and the claims its
-    identifies make. With `firings`, each event is chained as it comes and its automation
-    candidates are appended there."""
+    identifies make."""
     lead = LeadBatch(
         lead_store,
         key,
@@ -350,7 +343,6 @@ def _apply_lead(
         known=stored is not None,
     )
     claims: list[wire.Claim] = []
-    before = stored
     for item in fresh:
         event = item.event
         lead.add(
@@ -365,12 +357,58 @@ def _apply_lead(
             claim = _claim_if_first(lead, item)
             if claim is not None:
                 claims.append(claim)
-        if firings is not None:  # this event's outcome: chained now (`summary` settles)
-            after = lead.summary()
-            cause = Cause(event.event_id, event.timestamp, event.event_type)
-            firings += candidates(project, before, lead.view(after), now, cause)
-            before = after
     return lead, claims
+
+
+def _firings(
+    key: bytes,
+    partition: int,
+    base: LeadSummary,
+    stored: LeadSummary | None,
+    project: ProjectRecord,
+    fresh: list[_Item],
+    redone: set[str],
+    now: int,
+    lead: LeadBatch,
+    view: LeadView,
+) -> list[FiringRecord]:
+    """SPEC 9 evaluates triggers at every event's change, in arrival order. `fired_at` asks only
+    for the moments it needs: the batch's two ends (known: the stored lead and `view`), and a
+    few in between when a rule crosses or an `event` trigger meets its type, which
+    `LeadBatch.prefixes` folds from the stored chain. Only where a rule fires is the lead after
+    the first k events applied again from `base` (exact, read-only), for the firing's record."""
+    config = project.scoring
+    lead_id = view.summary.lead_id
+    views = {len(fresh): view}
+    moments = {0: moment_before(stored, config, now), len(fresh): moment_after(view)}
+    prefixes: list[Callable[[int], tuple[float, int]]] = []  # made on first use (reads facts)
+
+    def view_at(k: int) -> LeadView:
+        if k not in views:
+            again, _ = _apply_lead(key, partition, base, stored, project, fresh[:k], redone, now)
+            views[k] = again.view()
+        return views[k]
+
+    def moment_at(k: int) -> LeadMoment:
+        if k not in moments:
+            if redone:
+                moments[k] = moment_after(view_at(k))
+            else:
+                if not prefixes:
+                    prefixes.append(lead.prefixes())
+                score, window = prefixes[0](k)
+                moments[k] = LeadMoment(
+                    report(score), stage_for(score, config.thresholds), velocity_score(window)
+                )
+        return moments[k]
+
+    points = config.points_for
+    causes = [Cause(i.event.event_id, i.event.timestamp, i.event.event_type) for i in fresh]
+    out: list[FiringRecord] = []
+    negative = [k for k, item in enumerate(fresh, 1) if points(item.event.event_type) < 0]
+    for k, rules in fired_at(project.active_automations, causes, moment_at, negative=negative):
+        out += fired(project, lead_id, partial(view_at, k), rules, causes[k - 1], now)
+    return out
 
 
 def _dedup_row(item: _Item) -> tuple[str, int, Any, Source]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from core.config import ScoringConfig
@@ -27,9 +27,10 @@ __all__ = [
     "LeadMoment",
     "Trigger",
     "backoff_delay",
+    "fired_at",
     "firing_id",
     "firings_for",
-    "may_fire",
+    "firings_of",
     "moment_after",
     "moment_before",
     "retryable_status",
@@ -120,45 +121,114 @@ def rule_fires(
     rule: AutomationRule, before: LeadMoment, after: LeadMoment, applied_event_type: str | None
 ) -> bool:
     t = rule.trigger
-    if t.kind == "stage_reached":
-        target = _RANK[t.stage or "qualified"]
-        fired = _RANK[after.stage] >= target > _RANK[before.stage]
-    elif t.kind == "score_crossed":
-        threshold = t.threshold if t.threshold is not None else 0.0
-        fired = after.score >= threshold > before.score
-    elif t.kind == "event":
+    if t.kind == "event":
         fired = applied_event_type is not None and applied_event_type == t.event_type
     else:
-        raise ValueError(f"unknown trigger kind {t.kind!r}")
+        reached = _reached(t)
+        fired = reached(after) and not reached(before)
     return fired and _conditions_hold(rule.conditions, after)
 
 
-def may_fire(
-    rules: Iterable[AutomationRule],
-    before: LeadMoment,
-    after: LeadMoment,
-    applied_event_types: set[str],
-    any_negative_points: bool,
-) -> bool:
-    """Whether any rule can fire for some event of a batch that took a lead from `before` to
-    `after` (both at now), so that the caller evaluates every event (`firings_for`) only then.
+def fired_at(
+    rules: Sequence[AutomationRule],
+    events: Sequence[Cause],
+    moment_at: Callable[[int], LeadMoment],
+    *,
+    negative: Collection[int] = (),
+) -> list[tuple[int, list[AutomationRule]]]:
+    """Which rules fire at which event of a batch that applied `events` (in arrival order) to a
+    lead: `(k, rules)` pairs, k ascending, k the 1-based position of the event whose change
+    fired them. `moment_at(k)` is the lead at now after the batch's first k events (0: before
+    the batch); the caller computes it on demand (and caches it). `negative` holds the
+    positions of the events with negative points.
 
-    Exact, not a guess: an event with points ≥ 0 never lowers the lead's current score at now
-    (the chain is monotone in each step's input, and an event restarts the grace period, so
-    decaying in two steps never loses more than in one), and the stage is monotone in the
-    score. So without negative points, a stage or score crossing at some event is a crossing
-    between the batch's ends; an `event` trigger needs its type among the applied events.
-    Conditions are left to the per-event evaluation."""
-    if any_negative_points:
-        return True
-    for rule in rules:
-        t = rule.trigger
-        if t.kind == "event":
-            if t.event_type in applied_event_types:
-                return True
-        elif rule_fires(AutomationRule(rule.id, t), before, after, None):
-            return True
-    return False
+    This is SPEC 9's per-event evaluation, `rule_fires(rule, moment_at(k - 1), moment_at(k),
+    events[k - 1].event_type)` for every k and rule, keeping for each rule only its first
+    firing on each day (the firing id is the same; the first is the one decided), without
+    asking for every moment:
+    - an `event` trigger can fire only at the events of its type, and only at the first of a
+      day whose conditions hold;
+    - an event with points ≥ 0 never lowers the lead's current score at now (the chain is
+      monotone in each step's input, and an event restarts the grace period, so decaying in two
+      steps never loses more than in one), and the stage is monotone in the score. So between
+      two events of negative points a stage or score crossing happens at most once, at the first
+      k at or past the level, found by bisection between the run's two ends; an event of
+      negative points is evaluated on its own (it can lower the score, or even raise it: it
+      restarts the grace period in the past).
+    A batch of n events without negative points costs the two ends (known to the caller) plus
+    O(log n) moments per crossing rule that crosses, not n."""
+    fired: dict[int, set[int]] = {}
+    for i, rule in enumerate(rules):
+        days: set[str] = set()
+        for k in _firing_events(rule, events, moment_at, negative):
+            day = events[k - 1].day
+            if day not in days:
+                days.add(day)
+                fired.setdefault(k, set()).add(i)
+    return [(k, [rules[i] for i in sorted(fired[k])]) for k in sorted(fired)]
+
+
+def _firing_events(
+    rule: AutomationRule,
+    events: Sequence[Cause],
+    moment_at: Callable[[int], LeadMoment],
+    negative: Collection[int],
+) -> list[int]:
+    """The positions where `rule` fires (an `event` rule: the first per day only)."""
+    t = rule.trigger
+    vacuous = _vacuous(rule.conditions)
+    if t.kind == "event":
+        days: set[str] = set()
+        found = []
+        for k, event in enumerate(events, 1):
+            if event.event_type != t.event_type:
+                continue
+            day = event.day
+            if day in days:
+                continue
+            if vacuous or _conditions_hold(rule.conditions, moment_at(k)):
+                days.add(day)  # later ones that day have the same firing id: not asked about
+                found.append(k)
+        return found
+    reached = _reached(t)
+    found = []
+    start = 0  # a run of events with points >= 0 after `start`
+    for end in [*sorted(negative), len(events) + 1]:
+        last = end - 1
+        if last > start and reached(moment_at(last)) and not reached(moment_at(start)):
+            low, high = start + 1, last  # the first k of the run whose moment has reached it
+            while low < high:
+                middle = (low + high) // 2
+                if reached(moment_at(middle)):
+                    high = middle
+                else:
+                    low = middle + 1
+            found.append(low)
+        if end <= len(events) and reached(moment_at(end)) and not reached(moment_at(last)):
+            found.append(end)  # the event of negative points itself crossed it
+        start = end
+    return [k for k in found if vacuous or _conditions_hold(rule.conditions, moment_at(k))]
+
+
+def _reached(t: Trigger) -> Callable[[LeadMoment], bool]:
+    """A crossing trigger's level: it fires where a change goes from below it to at or above."""
+    if t.kind == "stage_reached":
+        target = _RANK[t.stage or "qualified"]
+        return lambda m: _RANK[m.stage] >= target
+    if t.kind == "score_crossed":
+        threshold = t.threshold if t.threshold is not None else 0.0
+        return lambda m: m.score >= threshold
+    raise ValueError(f"unknown trigger kind {t.kind!r}")
+
+
+def _vacuous(c: Conditions) -> bool:
+    """Conditions that every lead meets (a score and a velocity are never negative): no need to
+    compute the lead's moment to check them."""
+    return (
+        (c.min_score is None or c.min_score <= 0)
+        and (c.min_velocity is None or c.min_velocity <= 0)
+        and c.stages is None
+    )
 
 
 def _conditions_hold(c: Conditions, after: LeadMoment) -> bool:
@@ -187,8 +257,20 @@ def firings_for(
     if cause is None:
         return []
     fired = [r for r in rules if rule_fires(r, before, after, applied_event_type)]
-    if not fired:
-        return []
+    return firings_of(project_id, lead_id, fired, cause, now=now, max_age_us=max_age_us)
+
+
+def firings_of(
+    project_id: str,
+    lead_id: str,
+    fired: Iterable[AutomationRule],
+    cause: Cause,
+    *,
+    now: int,
+    max_age_us: int,
+) -> list[Firing]:
+    """The firings of rules that fired for a change caused by `cause`: one id per rule, lead
+    and day of the cause; stale when the cause is older than maxTriggerAge."""
     day = cause.day
     stale = now - cause.timestamp > max_age_us
     return [

@@ -10,13 +10,13 @@ property test `tests/unit/test_lead_batch.py` holds this equal to `core` on arbi
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from core.config import ScoringConfig
 from core.identity import MAX_ANONYMOUS_IDS
 from core.lead import EventFact, HistoryRow, LeadSummary, LeadView, lead_view
-from core.scoring import VELOCITY_WINDOW_US, step
+from core.scoring import VELOCITY_WINDOW_US, decay, step
 from tables.codec import Source
 from tables.leads import LeadStore
 
@@ -261,6 +261,69 @@ class LeadBatch:
             _, source = store.event_source(key, fact.event_id, partition)
             if source is None or source[1] <= applied[source[0]]:
                 yield fact
+
+    def prefixes(self) -> Callable[[int], tuple[float, int]]:
+        """The lead at now after only the first k of the events added (in the order added), as
+        (current score, events of the last 24 hours), without applying them again: automation
+        compares the lead before and after each event (SPEC 9), and asks about a few k only.
+
+        Folds the links `settle` computes (the same `step` calls in the same order, so the same
+        floats) over the stored chain, read once, from the earliest added event on; past the
+        last event of the prefix, a link equal to the stored one means the rest is as stored.
+        Not for a redo (its stored facts are filtered record by record): the caller applies the
+        prefix as a lead of its own then."""
+        if self._redo:
+            raise ValueError("prefixes of a redo: apply the prefix instead")
+        self.settle()
+        base, config, now = self._base, self._config, self._now
+        grace, rate = config.grace_days, config.daily_rate
+        added = [(self.writes[e].timestamp, e, self.writes[e].points) for e in self._fresh]
+        window0 = self._in_window - sum(
+            1 for t, _, _ in added if now - VELOCITY_WINDOW_US < t <= now
+        )
+        start: tuple[float, int] | None = None  # (scoreAfter, timestamp) before the first link
+        tail: list[tuple[int, str, int, float]] = []  # stored facts from the earliest added on
+        first = min(((t, e) for t, e, _ in added), default=None)
+        if base.last_timestamp is not None:
+            if first is None or first > (base.last_timestamp, base.last_event_id):
+                start = (base.score, base.last_timestamp)
+            else:
+                store, key, partition = self._store, self._key, self._partition
+                pred = next(store.facts_before(key, partition, *first), None)
+                start = None if pred is None else (pred.score_after, pred.timestamp)
+                tail = [
+                    (f.timestamp, f.event_id, f.points, f.score_after)
+                    for f in store.facts_from(key, partition, *first)
+                ]
+
+        def at(k: int) -> tuple[float, int]:
+            prefix = sorted(added[:k])
+            window = window0 + sum(1 for t, _, _ in prefix if now - VELOCITY_WINDOW_US < t <= now)
+            if not prefix and base.last_timestamp is None:
+                return 0.0, window
+            score, last = start if start is not None else (0.0, None)
+            i = j = 0
+            while i < len(prefix) or j < len(tail):
+                stored_after = None
+                if i < len(prefix) and (j == len(tail) or prefix[i][:2] < tail[j][:2]):
+                    timestamp, _, points = prefix[i]
+                    i += 1
+                else:
+                    timestamp, _, points, stored_after = tail[j]
+                    j += 1
+                if last is None:
+                    score = max(0.0, float(points))
+                else:
+                    score = step(score, timestamp - last, points, config)[1]
+                last = timestamp
+                if i == len(prefix) and stored_after == score:
+                    assert base.last_timestamp is not None
+                    score, last = base.score, base.last_timestamp  # as stored from here on
+                    break
+            assert last is not None
+            return decay(score, now - last, grace, rate), window
+
+        return at
 
     # -- results -----------------------------------------------------------------------------
     def summary(self) -> LeadSummary:

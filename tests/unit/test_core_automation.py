@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import random
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from app.settings import Settings
@@ -227,10 +227,31 @@ def test_a_success_resets_the_failure_count() -> None:
     assert b.state == "closed"
 
 
-# -- may_fire: the batch-level filter before per-event evaluation ------------------------------
+# -- fired_at: per-event evaluation that computes only the moments it needs --------------------
 
 _SAMPLE_NOW = parse_timestamp("2026-03-01T00:00:00Z")
 _TYPES = ["page_view", "email_open", "download", "demo_request", "signup", "unsubscribe", "x"]
+
+
+def _rules(thresholds: list[int], condition: int) -> list[AutomationRule]:
+    """Every trigger kind, some with conditions (they hold just after the change only)."""
+    conditions = [
+        Conditions(),
+        Conditions(min_score=30.0),
+        Conditions(min_velocity=2),
+        Conditions(stages=("warm", "qualified")),
+        Conditions(min_score=0.0),  # met by every lead: no moment asked for
+    ]
+    pick = conditions[condition % len(conditions)]
+    return [
+        *(AutomationRule(f"st-{s}", Trigger("stage_reached", stage=s), pick) for s in STAGES[1:]),
+        *(
+            AutomationRule(f"sc-{t}", Trigger("score_crossed", threshold=float(t)))
+            for t in thresholds
+        ),
+        AutomationRule("ev-signup", Trigger("event", event_type="signup"), pick),
+        AutomationRule("ev-demo", Trigger("event", event_type="demo_request")),
+    ]
 
 
 @settings(max_examples=2000, deadline=None)
@@ -245,43 +266,85 @@ _TYPES = ["page_view", "email_open", "download", "demo_request", "signup", "unsu
     ),
     split=st.integers(0, 25),
     thresholds=st.lists(st.integers(1, 300), min_size=1, max_size=3),
+    condition=st.integers(0, 4),
 )
-def test_may_fire_is_true_whenever_some_event_of_the_batch_fires_a_rule(
-    raw: list[tuple[int, str]], split: int, thresholds: list[int]
+@example(  # a late event of negative points raises the score past 120: it restarts the grace
+    raw=[(_SAMPLE_NOW - 20 * US_PER_DAY, "demo_request")] * 4
+    + [(_SAMPLE_NOW - 13 * US_PER_DAY, "unsubscribe")],
+    split=4,
+    thresholds=[120],
+    condition=0,
+)
+def test_fired_at_equals_evaluating_every_event_of_the_batch(
+    raw: list[tuple[int, str]], split: int, thresholds: list[int], condition: int
 ) -> None:
-    """Per-event evaluation (SPEC 9) over a batch's events, in arrival order, late ones
-    included, never finds a firing that `may_fire` on the batch's two ends rules out."""
-    from core.automation import may_fire, moment_after
+    """SPEC 9 evaluates each event's change in arrival order (late ones included).
+    `fired_at` gives the same firings while asking for fewer moments: with no negative points
+    in the batch (monotone) it bisects between the two ends, and it asks for nothing in between
+    when no level is crossed; with negative points it evaluates every event."""
+    from core.automation import fired_at, moment_after
     from core.lead import NewEvent, lead_view, score_events, summary_from_facts
+    from core.scoring import count_in_window
 
     config = default_config()
-    rules = [stage_rule(s) for s in ("warm", "hot", "qualified")] + [
-        AutomationRule(f"s{t}", Trigger("score_crossed", threshold=float(t))) for t in thresholds
-    ]
+    rules = _rules(thresholds, condition)
     events = [
         NewEvent(ts, f"e{i}", kind, config.points_for(kind)) for i, (ts, kind) in enumerate(raw)
     ]
     base = LeadSummary("p", "lead")
+    start = min(split, len(events) - 1)  # events before `start` were applied by earlier batches
 
     def moment(upto: int) -> LeadMoment:
         if upto == 0:
             return moment_before(None, config, _SAMPLE_NOW)
         facts, _ = score_events(events[:upto], config)
-        return moment_after(lead_view(summary_from_facts(base, facts), _SAMPLE_NOW, config, 0))
+        window = count_in_window((e.timestamp for e in events[:upto]), _SAMPLE_NOW)
+        view = lead_view(summary_from_facts(base, facts), _SAMPLE_NOW, config, window)
+        return moment_after(view)
 
-    start = min(split, len(events) - 1)  # events before `start` were applied by earlier batches
-    moments = [moment(k) for k in range(start, len(events) + 1)]
-    fired = any(
-        rule_fires(rule, moments[k], moments[k + 1], events[start + k].event_type)
-        for k in range(len(moments) - 1)
-        for rule in rules
-    )
     batch = events[start:]
-    if fired:
-        assert may_fire(
-            rules,
-            moments[0],
-            moments[-1],
-            {e.event_type for e in batch},
-            any(e.points < 0 for e in batch),
-        )
+    types = [e.event_type for e in batch]
+    causes = [Cause(e.event_id, e.timestamp, e.event_type) for e in batch]
+    expected: list[tuple[int, list[AutomationRule]]] = []
+    fired_on: set[tuple[str, str]] = set()  # (rule, day): its firing id, decided once
+    for k, t in enumerate(types, 1):
+        fired = [
+            r
+            for r in rules
+            if rule_fires(r, moment(start + k - 1), moment(start + k), t)
+            and (r.id, causes[k - 1].day) not in fired_on
+        ]
+        fired_on |= {(r.id, causes[k - 1].day) for r in fired}
+        if fired:
+            expected.append((k, fired))
+    asked: list[int] = []
+
+    def moment_at(k: int) -> LeadMoment:
+        asked.append(k)
+        return moment(start + k)
+
+    negative = [k for k, e in enumerate(batch, 1) if e.points < 0]
+    assert fired_at(rules, causes, moment_at, negative=negative) == expected
+    levels = [AutomationRule(r.id, r.trigger) for r in rules if r.trigger.kind != "event"]
+    if not negative and not any(
+        rule_fires(r, moment(start), moment(len(events)), None) for r in levels
+    ):
+        # no level crossed between the two ends: nothing in between was asked for
+        assert set(asked) - {0, len(batch)} <= {
+            k for k, t in enumerate(types, 1) if t in ("signup", "demo_request")
+        }
+
+
+def test_fired_at_evaluates_an_event_of_negative_points_on_its_own() -> None:
+    """Why `negative` exists: a negative event can drop the lead below a level that a later
+    event crosses again, or even raise it (it restarts the grace period in the past); the
+    two ends of the batch alone would miss both."""
+    from core.automation import fired_at
+
+    rule = AutomationRule("sc", Trigger("score_crossed", threshold=10.0))
+    events = [Cause("e1", NOW, "unsubscribe"), Cause("e2", NOW + US_PER_DAY, "page_view")]
+    dropped = [at(15, "cold"), at(5, "cold"), at(12, "cold")]  # -10 points, then +7
+    assert fired_at([rule], events, dropped.__getitem__, negative=[1]) == [(2, [rule])]
+    assert fired_at([rule], events, dropped.__getitem__) == []  # taken as monotone: missed
+    raised = [at(5, "cold"), at(11, "cold"), at(11, "cold")]  # a late negative event raised it
+    assert fired_at([rule], events, raised.__getitem__, negative=[1]) == [(1, [rule])]

@@ -4,7 +4,8 @@ Arbitrary logs — several leads, permutations, duplicates, late events, random 
 the unit of work sometimes written to local state between batches and sometimes still pending
 (reads then merge it) — must leave every lead bit for bit where `core.lead.score_events` puts
 the set of its distinct events: summary, stored facts, and the history rows a sink would hold
-after applying each batch's coalesced rows in order.
+after applying each batch's coalesced rows in order. `LeadBatch.prefixes` (automation's view of
+the lead after each prefix of a batch) must equal applying that prefix, bit for bit.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from core.config import DEFAULT_RULES, Rule, ScoringConfig
-from core.lead import HistoryRow, LeadSummary, NewEvent, score_events
+from core.lead import HistoryRow, LeadSummary, NewEvent, current_score, score_events
 from core.timeutil import US_PER_DAY, US_PER_HOUR, parse_timestamp
 from tables.codec import Source
 from tables.lead_batch import LeadBatch
@@ -99,6 +100,18 @@ def _apply_batch(
                 lead.settle()
             dedup.append((event_id, ts, {"n": offset}, source))
         summary = lead.summary()
+        at = lead.prefixes()  # automation's view of the lead after each prefix of the batch
+        for k in range(len(fresh) + 1):
+            applied = LeadBatch(
+                store, key, 0, state or LeadSummary("p", lead_id), config, NOW, known=bool(state)
+            )
+            for offset, event_id, event_type, ts, anonymous_id in fresh[:k]:
+                applied.add(ts, event_id, event_type, None, anonymous_id, (0, offset))
+            expected = applied.view()
+            assert at(k) == (
+                current_score(expected.summary, NOW, config),
+                expected.events_last_24h,
+            )
         lead.write(store, summary, dedup)
         rows = sink.setdefault(lead_id, {})
         for row in lead.rows.values():
