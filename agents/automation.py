@@ -8,6 +8,7 @@ state after from the view it has just computed for its LeadChange.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -16,7 +17,6 @@ import orjson
 from app.batch_send import send_in_batches
 from app.clock import now_us
 from app.faust_patches import aiokafka_producer
-from app.partitioning import partition_for
 from app.records import ProjectRecord, lead_json
 from app.settings import settings
 from app.topology import app
@@ -131,13 +131,15 @@ async def send_firings(candidates: list[FiringRecord]) -> None:
     """Produce candidates as batches and wait for the broker (so they are durable before the
     caller's offsets are committed). A firing id met twice in one call (an `event` rule and
     two events of its type on one day) is sent once: the first, which the firing agent would
-    decide anyway (first wins)."""
+    decide anyway (first wins). The partition is any stable function of the id (CRC-32, not the
+    pure-Python murmur2 of Kafka's default partitioner: ids are unique, so nothing caches it);
+    correctness does not rest on it, since MongoDB's unique `_id` decides."""
     seen: set[bytes] = set()
     out: list[tuple[int, bytes, bytes | None]] = []
     for key, value in candidates:
         if key not in seen:
             seen.add(key)
-            out.append((partition_for(key, settings.partitions), key, value))
+            out.append((zlib.crc32(key) % settings.partitions, key, value))
     if out:
         await send_in_batches(aiokafka_producer(app), _FIRINGS_TOPIC, out)
 

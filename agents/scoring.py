@@ -43,7 +43,14 @@ from app.partitioning import partition_for
 from app.records import ProjectRecord, lead_changes
 from app.settings import settings
 from app.topology import app, directory, scoring_source
-from core.automation import Cause, LeadMoment, fired_at, moment_after, moment_before
+from core.automation import (
+    Cause,
+    LeadMoment,
+    fired_at,
+    floor_before,
+    moment_after,
+    moment_before,
+)
 from core.events import Event, FieldError, InvalidEvent, validate_event
 from core.identity import claims, normalize_email
 from core.lead import HistoryRow, LeadSummary, LeadView
@@ -402,12 +409,22 @@ def _firings(
                 )
         return moments[k]
 
+    types = [item.event.event_type for item in fresh]
     points = config.points_for
-    causes = [Cause(i.event.event_id, i.event.timestamp, i.event.event_type) for i in fresh]
+    negative = [k for k, event_type in enumerate(types, 1) if points(event_type) < 0]
+    drop = sum(points(types[k - 1]) for k in negative)
     out: list[FiringRecord] = []
-    negative = [k for k, item in enumerate(fresh, 1) if points(item.event.event_type) < 0]
-    for k, rules in fired_at(project.active_automations, causes, moment_at, negative=negative):
-        out += fired(project, lead_id, partial(view_at, k), rules, causes[k - 1], now)
+    for k, rules in fired_at(
+        project.active_automations,
+        types,
+        [item.event.timestamp for item in fresh],
+        moment_at,
+        negative=negative,
+        floor=floor_before(stored, config, now, drop) if negative else None,
+    ):
+        event = fresh[k - 1].event
+        cause = Cause(event.event_id, event.timestamp, event.event_type)
+        out += fired(project, lead_id, partial(view_at, k), rules, cause, now)
     return out
 
 

@@ -102,7 +102,7 @@ def _run_worker(web_port: int | None, datadir: Path | None, loglevel: str | None
             app,
             loglevel=level,
             quiet=True,
-            logging_config=logging_config(level, settings.log_format),
+            logging_config=logging_config(level, settings.log_format, _stdout_is_a_tty()),
         ).execute_from_commandline()
     except SystemExit as stopped:
         if (
@@ -121,9 +121,16 @@ def _json_logs_from_the_start(boot: Any) -> None:
 
     from app.logs import logging_config
 
-    config = logging_config(boot.log_level, boot.log_format)
-    if config is not None:
+    config = logging_config(boot.log_level, boot.log_format, _stdout_is_a_tty())
+    if config is not None and boot.log_format == "json":
         logging.config.dictConfig(config)
+
+
+def _stdout_is_a_tty() -> bool:
+    try:
+        return sys.stdout.isatty()
+    except (AttributeError, ValueError):  # replaced or closed
+        return False
 
 
 def _tune_gc() -> None:

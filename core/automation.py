@@ -11,11 +11,12 @@ import hashlib
 import random
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 
 from core.config import ScoringConfig
 from core.lead import LeadSummary, LeadView, current_score
 from core.scoring import report, stage_for
-from core.timeutil import US_PER_SECOND, format_timestamp
+from core.timeutil import US_PER_DAY, US_PER_SECOND, format_timestamp
 
 __all__ = [
     "STAGES",
@@ -31,6 +32,7 @@ __all__ = [
     "firing_id",
     "firings_for",
     "firings_of",
+    "floor_before",
     "moment_after",
     "moment_before",
     "retryable_status",
@@ -106,6 +108,19 @@ def moment_before(summary: LeadSummary | None, config: ScoringConfig, now: int) 
     return LeadMoment(report(score), stage_for(score, config.thresholds))
 
 
+def floor_before(
+    summary: LeadSummary | None, config: ScoringConfig, now: int, negative_points: int
+) -> LeadMoment:
+    """A moment that no lead after a batch's prefix is below, for a batch whose events of
+    negative points sum to `negative_points` (≤ 0): an event with points ≥ 0 never lowers the
+    lead's score at now, and one with negative points lowers it by at most their size (every
+    later link of the chain is non-decreasing in its input with a slope ≤ 1: decay multiplies by
+    a factor ≤ 1, the floor at 0 only raises, and the grace period the event restarts only
+    keeps more)."""
+    score = (current_score(summary, now, config) if summary is not None else 0.0) + negative_points
+    return LeadMoment(report(score), stage_for(score, config.thresholds))
+
+
 def moment_after(view: LeadView) -> LeadMoment:
     return LeadMoment(view.current_score, view.lead_stage, view.velocity_score)
 
@@ -131,21 +146,24 @@ def rule_fires(
 
 def fired_at(
     rules: Sequence[AutomationRule],
-    events: Sequence[Cause],
+    event_types: Sequence[str],
+    timestamps: Sequence[int],
     moment_at: Callable[[int], LeadMoment],
     *,
     negative: Collection[int] = (),
+    floor: LeadMoment | None = None,
 ) -> list[tuple[int, list[AutomationRule]]]:
-    """Which rules fire at which event of a batch that applied `events` (in arrival order) to a
-    lead: `(k, rules)` pairs, k ascending, k the 1-based position of the event whose change
-    fired them. `moment_at(k)` is the lead at now after the batch's first k events (0: before
-    the batch); the caller computes it on demand (and caches it). `negative` holds the
-    positions of the events with negative points.
+    """Which rules fire at which event of a batch that applied events of `event_types` with
+    `timestamps` (in arrival order) to a lead: `(k, rules)` pairs, k ascending, k the 1-based
+    position of the event whose change fired them. `moment_at(k)` is the lead at now after the
+    batch's first k events (0: before the batch); the caller computes it on demand (and caches
+    it). `negative` holds the positions of the events with negative points; `floor`, if given,
+    is a moment no prefix's lead is below (`floor_before`).
 
     This is SPEC 9's per-event evaluation, `rule_fires(rule, moment_at(k - 1), moment_at(k),
-    events[k - 1].event_type)` for every k and rule, keeping for each rule only its first
-    firing on each day (the firing id is the same; the first is the one decided), without
-    asking for every moment:
+    event_types[k - 1])` for every k and rule, keeping for each rule only its first firing on
+    each UTC day (the firing id is the same; the first is the one decided), without asking for
+    every moment:
     - an `event` trigger can fire only at the events of its type, and only at the first of a
       day whose conditions hold;
     - an event with points ≥ 0 never lowers the lead's current score at now (the chain is
@@ -154,46 +172,67 @@ def fired_at(
       two events of negative points a stage or score crossing happens at most once, at the first
       k at or past the level, found by bisection between the run's two ends; an event of
       negative points is evaluated on its own (it can lower the score, or even raise it: it
-      restarts the grace period in the past).
+      restarts the grace period in the past);
+    - a level the `floor` has reached is reached after every event: it cannot be crossed;
+    - conditions every lead meets (`minScore: 0`) need no moment.
     A batch of n events without negative points costs the two ends (known to the caller) plus
     O(log n) moments per crossing rule that crosses, not n."""
+    positions: dict[str, list[int]] = {}  # of the event types that event rules wait for
+    wanted = {r.trigger.event_type for r in rules if r.trigger.kind == "event"}
+    if wanted:
+        for k, event_type in enumerate(event_types, 1):
+            if event_type in wanted:
+                positions.setdefault(event_type, []).append(k)
     fired: dict[int, set[int]] = {}
     for i, rule in enumerate(rules):
-        days: set[str] = set()
-        for k in _firing_events(rule, events, moment_at, negative):
-            day = events[k - 1].day
-            if day not in days:
-                days.add(day)
-                fired.setdefault(k, set()).add(i)
+        t = rule.trigger
+        if t.kind == "event":
+            found = _first_per_day(
+                rule, positions.get(t.event_type or "", []), timestamps, moment_at
+            )
+        else:
+            found = _crossings(rule, len(event_types), moment_at, negative, floor)
+            if len(found) > 1:  # several crossings (negative points between): one per day
+                days = [timestamps[k - 1] // US_PER_DAY for k in found]
+                found = [k for j, k in enumerate(found) if days[j] not in days[:j]]
+        for k in found:
+            fired.setdefault(k, set()).add(i)
     return [(k, [rules[i] for i in sorted(fired[k])]) for k in sorted(fired)]
 
 
-def _firing_events(
+def _first_per_day(
     rule: AutomationRule,
-    events: Sequence[Cause],
+    positions: list[int],
+    timestamps: Sequence[int],
+    moment_at: Callable[[int], LeadMoment],
+) -> list[int]:
+    """An `event` rule's firings: at the first event of its type each day whose conditions
+    hold (later ones that day have the same firing id: not asked about)."""
+    vacuous = _vacuous(rule.conditions)
+    days: set[int] = set()
+    found = []
+    for k in positions:
+        day = timestamps[k - 1] // US_PER_DAY
+        if day not in days and (vacuous or _conditions_hold(rule.conditions, moment_at(k))):
+            days.add(day)
+            found.append(k)
+    return found
+
+
+def _crossings(
+    rule: AutomationRule,
+    n: int,
     moment_at: Callable[[int], LeadMoment],
     negative: Collection[int],
+    floor: LeadMoment | None,
 ) -> list[int]:
-    """The positions where `rule` fires (an `event` rule: the first per day only)."""
-    t = rule.trigger
-    vacuous = _vacuous(rule.conditions)
-    if t.kind == "event":
-        days: set[str] = set()
-        found = []
-        for k, event in enumerate(events, 1):
-            if event.event_type != t.event_type:
-                continue
-            day = event.day
-            if day in days:
-                continue
-            if vacuous or _conditions_hold(rule.conditions, moment_at(k)):
-                days.add(day)  # later ones that day have the same firing id: not asked about
-                found.append(k)
-        return found
-    reached = _reached(t)
+    """A stage or score rule's firings: where the level is crossed upwards, conditions held."""
+    reached = _reached(rule.trigger)
+    if floor is not None and reached(floor):
+        return []
     found = []
     start = 0  # a run of events with points >= 0 after `start`
-    for end in [*sorted(negative), len(events) + 1]:
+    for end in [*sorted(negative), n + 1]:
         last = end - 1
         if last > start and reached(moment_at(last)) and not reached(moment_at(start)):
             low, high = start + 1, last  # the first k of the run whose moment has reached it
@@ -204,12 +243,15 @@ def _firing_events(
                 else:
                     low = middle + 1
             found.append(low)
-        if end <= len(events) and reached(moment_at(end)) and not reached(moment_at(last)):
+        if end <= n and reached(moment_at(end)) and not reached(moment_at(last)):
             found.append(end)  # the event of negative points itself crossed it
         start = end
-    return [k for k in found if vacuous or _conditions_hold(rule.conditions, moment_at(k))]
+    if _vacuous(rule.conditions):
+        return found
+    return [k for k in found if _conditions_hold(rule.conditions, moment_at(k))]
 
 
+@cache
 def _reached(t: Trigger) -> Callable[[LeadMoment], bool]:
     """A crossing trigger's level: it fires where a change goes from below it to at or above."""
     if t.kind == "stage_reached":

@@ -21,6 +21,7 @@ from core.automation import (
     backoff_delay,
     firing_id,
     firings_for,
+    floor_before,
     moment_before,
     retryable_status,
     rule_fires,
@@ -324,7 +325,17 @@ def test_fired_at_equals_evaluating_every_event_of_the_batch(
         return moment(start + k)
 
     negative = [k for k, e in enumerate(batch, 1) if e.points < 0]
-    assert fired_at(rules, causes, moment_at, negative=negative) == expected
+    stamps = [e.timestamp for e in batch]
+    assert fired_at(rules, types, stamps, moment_at, negative=negative) == expected
+    facts, _ = score_events(events[:start], config)  # the lead before the batch, as stored
+    stored = summary_from_facts(base, facts) if facts else None
+    drop = sum(e.points for e in batch if e.points < 0)
+    floor = floor_before(stored, config, _SAMPLE_NOW, drop)
+    for k in range(len(batch) + 1):  # the floor is one: no prefix's lead is below it
+        assert moment(start + k).score >= floor.score
+    asked.clear()
+    got = fired_at(rules, types, stamps, moment_at, negative=negative, floor=floor)
+    assert got == expected
     levels = [AutomationRule(r.id, r.trigger) for r in rules if r.trigger.kind != "event"]
     if not negative and not any(
         rule_fires(r, moment(start), moment(len(events)), None) for r in levels
@@ -342,9 +353,9 @@ def test_fired_at_evaluates_an_event_of_negative_points_on_its_own() -> None:
     from core.automation import fired_at
 
     rule = AutomationRule("sc", Trigger("score_crossed", threshold=10.0))
-    events = [Cause("e1", NOW, "unsubscribe"), Cause("e2", NOW + US_PER_DAY, "page_view")]
+    types, stamps = ["unsubscribe", "page_view"], [NOW, NOW + US_PER_DAY]
     dropped = [at(15, "cold"), at(5, "cold"), at(12, "cold")]  # -10 points, then +7
-    assert fired_at([rule], events, dropped.__getitem__, negative=[1]) == [(2, [rule])]
-    assert fired_at([rule], events, dropped.__getitem__) == []  # taken as monotone: missed
+    assert fired_at([rule], types, stamps, dropped.__getitem__, negative=[1]) == [(2, [rule])]
+    assert fired_at([rule], types, stamps, dropped.__getitem__) == []  # taken as monotone
     raised = [at(5, "cold"), at(11, "cold"), at(11, "cold")]  # a late negative event raised it
-    assert fired_at([rule], events, raised.__getitem__, negative=[1]) == [(1, [rule])]
+    assert fired_at([rule], types, stamps, raised.__getitem__, negative=[1]) == [(1, [rule])]

@@ -85,9 +85,7 @@ def bodies(draw: st.DrawFn) -> Any:
 def test_the_fast_decoder_accepts_only_what_the_reference_accepts_and_alike(body: Any) -> None:
     fast = fast_event(body, now=NOW, default_timestamp=LOGGED)
     try:
-        reference = validate_event(
-            body, now=NOW, default_timestamp=LOGGED, require_event_id=True
-        )
+        reference = validate_event(body, now=NOW, default_timestamp=LOGGED, require_event_id=True)
     except InvalidEvent:
         assert fast is None
         return

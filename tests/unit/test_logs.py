@@ -10,8 +10,22 @@ import logging.config
 from app.logs import logging_config, request_id
 
 
-def test_text_format_keeps_fausts_own_logging() -> None:
-    assert logging_config("info", "text") is None
+def test_text_format_keeps_fausts_own_logging_on_a_terminal_and_drops_colours_elsewhere() -> None:
+    assert logging_config("info", "text", tty=True) is None
+    config = logging_config("info", "text", tty=False)
+    assert config is not None
+    stream = io.StringIO()
+    config["handlers"]["default"]["stream"] = stream
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    try:
+        logging.config.dictConfig(config)
+        logging.getLogger("leadscore.test").info("plain %s", "line")
+    finally:
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+    line = stream.getvalue()
+    assert "[INFO] plain line" in line and "\x1b[" not in line
 
 
 def test_json_lines_carry_the_request_id_and_extra_fields() -> None:
