@@ -77,6 +77,20 @@ class _Item:
     partition: int
 
 
+@dataclass(slots=True)
+class _LeadWork:
+    """One lead's part of a batch: what applying its new events (or a prefix of them) needs."""
+
+    key: bytes
+    partition: int
+    base: LeadSummary  # as stored, or a fresh summary for a new lead
+    stored: LeadSummary | None
+    project: ProjectRecord
+    fresh: list[_Item]  # its new events, deduplicated, in arrival order
+    redone: set[str]  # eventIds applied in part before a crash
+    now: int
+
+
 @dataclass
 class _Outputs:
     """What a batch sends once its table writes are made durable."""
@@ -313,13 +327,12 @@ def _score_lead(key: bytes, items: list[_Item], now: int, outputs: _Outputs) -> 
             _emit(key, partition, _stored_view(key, partition, stored, project, now), rows, outputs)
         return
     base = stored or LeadSummary(project.projectId, key.decode().split(":", 1)[1])
-    lead, claims = _apply_lead(key, partition, base, stored, project, fresh, redone, now)
+    work = _LeadWork(key, partition, base, stored, project, fresh, redone, now)
+    lead, claims = _apply_lead(work, len(fresh))
     summary = lead.summary()
     view = lead.view(summary)
     if project.active_automations:
-        outputs.firings += _firings(
-            key, partition, base, stored, project, fresh, redone, now, lead, view
-        )
+        outputs.firings += _firings(work, lead, view)
     outputs.claims += claims
     outputs.count("scored", len(fresh))
     lead.write(lead_store, summary, [_dedup_row(item) for item in fresh])
@@ -327,30 +340,21 @@ def _score_lead(key: bytes, items: list[_Item], now: int, outputs: _Outputs) -> 
     _emit(key, partition, view, rows, outputs)
 
 
-def _apply_lead(
-    key: bytes,
-    partition: int,
-    base: LeadSummary,
-    stored: LeadSummary | None,
-    project: ProjectRecord,
-    fresh: list[_Item],
-    redone: set[str],
-    now: int,
-) -> tuple[LeadBatch, list[wire.Claim]]:
-    """The lead with the batch's new events added (chained in one pass), and the claims its
-    identifies make."""
+def _apply_lead(work: _LeadWork, upto: int) -> tuple[LeadBatch, list[wire.Claim]]:
+    """The lead with its first `upto` new events of the batch added (chained in one pass), and
+    the claims its identifies make."""
     lead = LeadBatch(
         lead_store,
-        key,
-        partition,
-        base,
-        project.scoring,
-        now,
-        redone=frozenset(redone),
-        known=stored is not None,
+        work.key,
+        work.partition,
+        work.base,
+        work.project.scoring,
+        work.now,
+        redone=frozenset(work.redone),
+        known=work.stored is not None,
     )
     claims: list[wire.Claim] = []
-    for item in fresh:
+    for item in work.fresh[:upto]:
         event = item.event
         lead.add(
             event.timestamp,
@@ -367,38 +371,27 @@ def _apply_lead(
     return lead, claims
 
 
-def _firings(
-    key: bytes,
-    partition: int,
-    base: LeadSummary,
-    stored: LeadSummary | None,
-    project: ProjectRecord,
-    fresh: list[_Item],
-    redone: set[str],
-    now: int,
-    lead: LeadBatch,
-    view: LeadView,
-) -> list[FiringRecord]:
+def _firings(work: _LeadWork, lead: LeadBatch, view: LeadView) -> list[FiringRecord]:
     """SPEC 9 evaluates triggers at every event's change, in arrival order. `fired_at` asks only
     for the moments it needs: the batch's two ends (known: the stored lead and `view`), and a
     few in between when a rule crosses or an `event` trigger meets its type, which
     `LeadBatch.prefixes` folds from the stored chain. Only where a rule fires is the lead after
     the first k events applied again from `base` (exact, read-only), for the firing's record."""
+    project, fresh, now = work.project, work.fresh, work.now
     config = project.scoring
     lead_id = view.summary.lead_id
     views = {len(fresh): view}
-    moments = {0: moment_before(stored, config, now), len(fresh): moment_after(view)}
+    moments = {0: moment_before(work.stored, config, now), len(fresh): moment_after(view)}
     prefixes: list[Callable[[int], tuple[float, int]]] = []  # made on first use (reads facts)
 
     def view_at(k: int) -> LeadView:
         if k not in views:
-            again, _ = _apply_lead(key, partition, base, stored, project, fresh[:k], redone, now)
-            views[k] = again.view()
+            views[k] = _apply_lead(work, k)[0].view()
         return views[k]
 
     def moment_at(k: int) -> LeadMoment:
         if k not in moments:
-            if redone:
+            if work.redone:
                 moments[k] = moment_after(view_at(k))
             else:
                 if not prefixes:
@@ -420,7 +413,7 @@ def _firings(
         [item.event.timestamp for item in fresh],
         moment_at,
         negative=negative,
-        floor=floor_before(stored, config, now, drop) if negative else None,
+        floor=floor_before(work.stored, config, now, drop) if negative else None,
     ):
         event = fresh[k - 1].event
         cause = Cause(event.event_id, event.timestamp, event.event_type)
@@ -463,8 +456,7 @@ def _outputs_again(
     key: bytes, item: _Item, stored: LeadSummary, rows: dict[str, HistoryRow], outputs: _Outputs
 ) -> None:
     """The rows (from the event on) and claim an applied record emitted. Its firings, if any,
-    were produced before the crash or are lost with the state before (ADR 0019): a redo never
-    fires twice."""
+    were produced before its table writes (`_apply`), so they are not sent again."""
     event = item.event
     for row in history_rows(key, item.partition, event.timestamp, event.event_id, item.project):
         rows[row.event_id] = row

@@ -120,6 +120,7 @@ def main() -> None:
             "schema": 1,
             "runId": suite.run_id,
             "mode": sizes.name,
+            "only": args.only,
             "startedAt": started_wall.strftime("%Y-%m-%dT%H:%M:%SZ"),
             "durationSeconds": round(time.monotonic() - t0, 1),
             "sizes": sizes_dict(sizes),

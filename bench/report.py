@@ -19,10 +19,13 @@ END = "<!-- bench:end -->"
 
 
 def write_json(report: dict[str, Any]) -> Path:
-    """`bench/results/<date>-<commit>[-quick].json`; records its own path in `jsonFile`."""
+    """`bench/results/<date>-<commit>[-quick][-only-<group>].json`; records its own path in
+    `jsonFile`."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     date = report["startedAt"][:10]
     suffix = "" if report["mode"] == "default" else f"-{report['mode']}"
+    if report.get("only"):  # a group of rows: never in place of a whole run's file
+        suffix += f"-only-{report['only']}"
     path = RESULTS / f"{date}-{report['git']['short']}{suffix}.json"
     report["jsonFile"] = str(path.relative_to(ROOT))
     path.write_text(json.dumps(report, indent=2) + "\n")
@@ -227,8 +230,7 @@ def rows(report: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     for tag, via, lat in runs:
         out.append(
             (
-                f"{tag} End to end at {lat['targetRate']} events/s (single events, open loop)"
-                f"{via}",
+                f"{tag} End to end at {lat['targetRate']} events/s (single events, open loop){via}",
                 f"{_n(lat['achievedRate'])} sent/s",
                 "-",
                 f"p50/p95/p99: 202 {_dist(lat['ack'])}; **202 → visible by key "
