@@ -19,6 +19,7 @@ from core.lead import EventFact, HistoryRow, LeadSummary, LeadView, lead_view
 from core.scoring import VELOCITY_WINDOW_US, decay, step
 from tables.codec import Source
 from tables.leads import LeadStore
+from tables.recent import stamp_of
 
 __all__ = ["LeadBatch"]
 
@@ -102,12 +103,17 @@ class LeadBatch:
         self._deferred: list[tuple[int, str, str, int]] = []  # added, not chained yet
         if known and self.last_ts is not None and self.last_ts > now - VELOCITY_WINDOW_US:
             # events of the last 24 hours as stored (a redo's own facts are counted once)
-            for fact in self._stored(
-                store.facts_from(key, partition, now - VELOCITY_WINDOW_US + 1)
-            ):
-                if fact.timestamp > now:
-                    break
-                self._in_window += 1
+            if self._redo:
+                for fact in self._stored(
+                    store.facts_from(key, partition, now - VELOCITY_WINDOW_US + 1)
+                ):
+                    if fact.timestamp > now:
+                        break
+                    self._in_window += 1
+            else:
+                self._in_window = store.count_recent(
+                    key, partition, base, now - VELOCITY_WINDOW_US, now
+                )
 
     # -- applying ----------------------------------------------------------------------------
     def add(
@@ -363,3 +369,5 @@ class LeadBatch:
         for fact in self.writes.values():
             store.put_fact(key, fact, partition)
         store.put_summary(key, summary, partition)
+        added = [self.writes[event_id].timestamp for event_id in self._fresh]
+        store.recent.extend(key, stamp_of(self._base), stamp_of(summary), added)

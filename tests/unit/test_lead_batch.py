@@ -63,6 +63,7 @@ def _write_pending_locally(store: LeadStore) -> None:
     records = [(p, k, v) for k, (p, v) in store._pending.items()]
     store._pending, store._groups = {}, {}
     store._write_local(records)
+    store.recent.settle()
 
 
 def _apply_batch(
@@ -71,8 +72,10 @@ def _apply_batch(
     config: ScoringConfig,
     sink: dict[str, Any],
     settles: list[bool],
+    now: int = NOW,
 ) -> None:
-    """What the scoring agent does with one batch: group by lead, dedup, apply, write once."""
+    """What the scoring agent does with one batch (at `now`): group by lead, dedup, apply,
+    write once."""
     by_lead: dict[str, list[tuple[int, Any]]] = {}
     for offset, event in batch:
         by_lead.setdefault(event[0], []).append((offset, event))
@@ -90,7 +93,7 @@ def _apply_batch(
         if not fresh:
             continue
         lead = LeadBatch(
-            store, key, 0, state or LeadSummary("p", lead_id), config, NOW, known=state is not None
+            store, key, 0, state or LeadSummary("p", lead_id), config, now, known=state is not None
         )
         dedup = []
         for offset, event_id, event_type, ts, anonymous_id in fresh:
@@ -103,13 +106,13 @@ def _apply_batch(
         at = lead.prefixes()  # automation's view of the lead after each prefix of the batch
         for k in range(len(fresh) + 1):
             applied = LeadBatch(
-                store, key, 0, state or LeadSummary("p", lead_id), config, NOW, known=bool(state)
+                store, key, 0, state or LeadSummary("p", lead_id), config, now, known=bool(state)
             )
             for offset, event_id, event_type, ts, anonymous_id in fresh[:k]:
                 applied.add(ts, event_id, event_type, None, anonymous_id, (0, offset))
             expected = applied.view()
             assert at(k) == (
-                current_score(expected.summary, NOW, config),
+                current_score(expected.summary, now, config),
                 expected.events_last_24h,
             )
         lead.write(store, summary, dedup)
@@ -117,9 +120,9 @@ def _apply_batch(
         for row in lead.rows.values():
             rows[row.event_id] = row
         view = lead.view(summary)
-        assert view.events_last_24h == sum(
-            1 for f in store.all_facts(key, 0) if NOW - US_PER_DAY < f.timestamp <= NOW
-        )
+        in_window = sum(1 for f in store.all_facts(key, 0) if now - US_PER_DAY < f.timestamp <= now)
+        assert view.events_last_24h == in_window  # `store.recent`, extended or read
+        assert store.view_at(key, 0, summary, config, now).events_last_24h == in_window
 
 
 @settings(max_examples=300, deadline=None)
@@ -129,17 +132,34 @@ def _apply_batch(
     cuts=st.lists(st.integers(1, 8), min_size=1, max_size=40),
     flushes=st.lists(st.booleans(), min_size=1, max_size=40),
     settles=st.lists(st.booleans(), min_size=1, max_size=40),
+    hours=st.lists(st.integers(0, 30), min_size=1, max_size=40),
+    discards=st.lists(st.booleans(), min_size=1, max_size=40),
 )
 def test_the_batched_path_equals_core_on_arbitrary_logs(
-    config: ScoringConfig, log: list[Any], cuts: list[int], flushes: list[bool], settles: list[bool]
+    config: ScoringConfig,
+    log: list[Any],
+    cuts: list[int],
+    flushes: list[bool],
+    settles: list[bool],
+    hours: list[int],
+    discards: list[bool],
 ) -> None:
+    """`now` moves on between batches (the velocity window with it, and `store.recent`'s
+    entries must follow); some batches are first applied, discarded (a failed attempt) and
+    applied again."""
     store = LeadStore(_Table(), partitions=1)  # type: ignore[arg-type]
     sink: dict[str, dict[str, HistoryRow]] = {}
     offset, n = 0, 0
+    now = NOW - 5 * US_PER_DAY
     while offset < len(log):
         size = cuts[n % len(cuts)]
         batch = list(enumerate(log))[offset : offset + size]
-        _apply_batch(store, batch, config, sink, settles)
+        now += hours[n % len(hours)] * US_PER_HOUR
+        if discards[n % len(discards)]:  # a failed attempt: its writes and entries forgotten
+            _write_pending_locally(store)  # (the unit of work is the batch then)
+            _apply_batch(store, batch, config, {}, settles, now)
+            store.discard()
+        _apply_batch(store, batch, config, sink, settles, now)
         if flushes[n % len(flushes)]:
             _write_pending_locally(store)
         offset += size
