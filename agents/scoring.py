@@ -50,6 +50,7 @@ from core.automation import (
     floor_before,
     moment_after,
     moment_before,
+    rule_fires,
 )
 from core.events import Event, FieldError, InvalidEvent, validate_event
 from core.identity import claims, normalize_email
@@ -380,6 +381,16 @@ def _firings(work: _LeadWork, lead: LeadBatch, view: LeadView) -> list[FiringRec
     project, fresh, now = work.project, work.fresh, work.now
     config = project.scoring
     lead_id = view.summary.lead_id
+    if len(fresh) == 1:  # the most common case: one event, whose change is the batch's
+        event = fresh[0].event
+        before, after = moment_before(work.stored, config, now), moment_after(view)
+        rules = [
+            r for r in project.active_automations if rule_fires(r, before, after, event.event_type)
+        ]
+        if not rules:
+            return []
+        cause = Cause(event.event_id, event.timestamp, event.event_type)
+        return fired(project, lead_id, lambda: view, rules, cause, now)
     views = {len(fresh): view}
     moments = {0: moment_before(work.stored, config, now), len(fresh): moment_after(view)}
     prefixes: list[Callable[[int], tuple[float, int]]] = []  # made on first use (reads facts)

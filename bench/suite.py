@@ -88,7 +88,7 @@ class Sizes:
     ingest_process: bool = True  # measure (4b), ingest through a `leadscore ingest`; likewise
     sink_process: bool = True  # measure (3b), the sink in a `leadscore sink` process; likewise
     sink_alone: bool = True  # measure (3c), that process alone on pre-filled lead-changes; likewise
-    memory_leads: int = 250_000  # (10): Zipf gives ~44 % of them events: ~110,000 active
+    memory_leads: int = 400_000  # (10): Zipf gives ~28 % of them events: 110,501 active
     memory_events: int = 1_000_000
     memory: bool = True  # measure (10); --quick leaves it out
     scoring_repeats: int = 3  # runs of (2) and (2b), the median reported; --quick: 1
