@@ -369,5 +369,6 @@ class LeadBatch:
         for fact in self.writes.values():
             store.put_fact(key, fact, partition)
         store.put_summary(key, summary, partition)
-        added = [self.writes[event_id].timestamp for event_id in self._fresh]
-        store.recent.extend(key, stamp_of(self._base), stamp_of(summary), added)
+        if not self._redo:  # a redo's facts may be among what a read remembered: read again
+            added = [self.writes[event_id].timestamp for event_id in self._fresh]
+            store.recent.extend(key, stamp_of(self._base), stamp_of(summary), added)

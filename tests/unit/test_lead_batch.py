@@ -196,3 +196,33 @@ def test_the_batched_path_equals_core_on_arbitrary_logs(
             assert store.event_record(key, event_id, 0) == (distinct[event_id].timestamp, {"n": i})
         anonymous = [e[4] for e in log if e[0] == lead_id and e[4] is not None]
         assert set(summary.anonymous_ids) <= set(anonymous)
+
+
+def test_a_redo_after_a_crash_does_not_count_its_events_twice_in_the_velocity_window() -> None:
+    """A crash left a record's fact and dedup row but not the summary that counts them; a read
+    meanwhile remembers the lead's recent timestamps with that fact among them. The redo applies
+    the record again (the same fact): the window must hold it once."""
+    config = ScoringConfig(rules=RULES)
+    store = LeadStore(_Table(), partitions=1)  # type: ignore[arg-type]
+    key = b"p:a"
+    first = LeadBatch(store, key, 0, LeadSummary("p", "a"), config, NOW, known=False)
+    first.add(NOW - US_PER_HOUR, "e1", "page_view", None, None, (0, 1))
+    summary = first.summary()
+    first.write(store, summary, [("e1", NOW - US_PER_HOUR, None, (0, 1))])
+    _write_pending_locally(store)
+    crashed = LeadBatch(store, key, 0, summary, config, NOW)  # its summary never written
+    crashed.add(NOW - 2 * US_PER_HOUR, "e2", "download", None, None, (0, 2))
+    crashed.settle()
+    store.record_event(key, "e2", NOW - 2 * US_PER_HOUR, None, (0, 2), 0)
+    for fact in crashed.writes.values():
+        store.put_fact(key, fact, 0)
+    _write_pending_locally(store)
+    store = LeadStore(store.table, partitions=1)  # the worker restarted: nothing remembered
+    assert store.view_at(key, 0, summary, config, NOW).events_last_24h == 2  # a read meanwhile
+    redo = LeadBatch(store, key, 0, summary, config, NOW, redone=frozenset({"e2"}))
+    redo.add(NOW - 2 * US_PER_HOUR, "e2", "download", None, None, (0, 2))
+    after = redo.summary()
+    redo.write(store, after, [("e2", NOW - 2 * US_PER_HOUR, None, (0, 2))])
+    _write_pending_locally(store)
+    assert after.event_count == 2
+    assert store.view_at(key, 0, after, config, NOW).events_last_24h == 2
