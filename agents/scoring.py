@@ -29,7 +29,7 @@ from typing import Any, cast
 import orjson
 from faust.types import StreamT
 
-from agents.automation import FiringRecord, fired, send_firings
+from agents.automation import FiringRecord, candidates, fired, send_firings
 from agents.erasure import erasures, handle_erase
 from agents.lead_commands import COMMANDS_SOURCE, Command, handle_command, history_rows
 from agents.outbox import forward_event, send_claim
@@ -50,7 +50,6 @@ from core.automation import (
     floor_before,
     moment_after,
     moment_before,
-    rule_fires,
 )
 from core.events import Event, FieldError, InvalidEvent, validate_event
 from core.identity import claims, normalize_email
@@ -383,14 +382,8 @@ def _firings(work: _LeadWork, lead: LeadBatch, view: LeadView) -> list[FiringRec
     lead_id = view.summary.lead_id
     if len(fresh) == 1:  # the most common case: one event, whose change is the batch's
         event = fresh[0].event
-        before, after = moment_before(work.stored, config, now), moment_after(view)
-        rules = [
-            r for r in project.active_automations if rule_fires(r, before, after, event.event_type)
-        ]
-        if not rules:
-            return []
         cause = Cause(event.event_id, event.timestamp, event.event_type)
-        return fired(project, lead_id, lambda: view, rules, cause, now)
+        return candidates(project, work.stored, view, now, cause)
     views = {len(fresh): view}
     moments = {0: moment_before(work.stored, config, now), len(fresh): moment_after(view)}
     prefixes: list[Callable[[int], tuple[float, int]]] = []  # made on first use (reads facts)

@@ -121,8 +121,8 @@ def _json_logs_from_the_start(boot: Any) -> None:
 
     from app.logs import logging_config
 
-    config = logging_config(boot.log_level, boot.log_format, _stdout_is_a_tty())
-    if config is not None and boot.log_format == "json":
+    config = logging_config(boot.log_level, boot.log_format)  # None for text: Faust's own
+    if config is not None:
         logging.config.dictConfig(config)
 
 

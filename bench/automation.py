@@ -30,7 +30,7 @@ from app.mongo import Mongo
 from app.projects import ProjectRegistry
 from bench.deploy import Deployment, free_port
 from bench.kafkautil import produce_all
-from bench.stats import distribution
+from bench.stats import distribution, median_run
 from bench.workload import build
 
 if TYPE_CHECKING:
@@ -149,16 +149,8 @@ async def scoring_with_rules(suite: Suite, receiver: _Receiver) -> dict[str, Any
     for n in range(s.scoring_repeats):
         for key in runs:
             runs[key].append(await one(key, n, "none"))
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {key: median_run(done) for key, done in runs.items()}
     rate = "eventsPerSec"
-    for key, done in runs.items():
-        rates = sorted(r[rate] for r in done if r.get(rate))
-        median = rates[len(rates) // 2] if rates else None
-        out[key] = {
-            **next((r for r in done if r.get(rate) == median), done[0]),
-            "runs": [r.get(rate) for r in done],
-            rate: median,
-        }
     out["with10RulesDecidingInAProcess"] = await one("process", 0, "process")
     out["with10RulesDecidingInTheWorker"] = await one("worker", 0, "worker")
     base = out["withoutRules"].get(rate)

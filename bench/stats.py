@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
-__all__ = ["distribution", "percentile", "steady_rate"]
+__all__ = ["distribution", "median_run", "percentile", "steady_rate"]
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float:
@@ -14,6 +15,14 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
         return math.nan
     rank = max(1, math.ceil(q / 100 * len(sorted_values)))
     return sorted_values[min(rank, len(sorted_values)) - 1]
+
+
+def median_run(runs: Sequence[dict[str, Any]], rate: str = "eventsPerSec") -> dict[str, Any]:
+    """The run with the median `rate` (the upper one of an even count), with every run's rate
+    under `runs`; the first run when none has a rate."""
+    rates = sorted(r[rate] for r in runs if r.get(rate))
+    chosen = next((r for r in runs if rates and r.get(rate) == rates[len(rates) // 2]), runs[0])
+    return {**chosen, "runs": [r.get(rate) for r in runs]}
 
 
 def distribution(values_s: Sequence[float]) -> dict[str, float | int]:

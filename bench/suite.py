@@ -51,7 +51,7 @@ from bench.kafkautil import (
     scan_topic,
 )
 from bench.profile import ProfileRun
-from bench.stats import steady_rate
+from bench.stats import median_run, steady_rate
 from bench.workload import WireWorkload, build
 from bench.wrk import ensure_wrk, run_wrk
 
@@ -308,12 +308,7 @@ class Suite:
             w = d.worker("w1", LEADSCORE_SINK="off")
             runs.append(await self.drain(d, [w], workload, version=1))
             w.stop()
-        rates = sorted(r["eventsPerSec"] for r in runs if r.get("eventsPerSec"))
-        if not rates:
-            return first
-        median = rates[len(rates) // 2]
-        chosen = next(r for r in runs if r.get("eventsPerSec") == median)
-        return {**chosen, "runs": [r.get("eventsPerSec") for r in runs]}
+        return median_run(runs)
 
     async def memory_deployment(self) -> None:
         """(10) one worker (sink off) through `memory_events` events over `memory_leads` leads:

@@ -16,7 +16,7 @@ from typing import Any
 from core.config import ScoringConfig
 from core.identity import MAX_ANONYMOUS_IDS
 from core.lead import EventFact, HistoryRow, LeadSummary, LeadView, lead_view
-from core.scoring import VELOCITY_WINDOW_US, decay, step
+from core.scoring import VELOCITY_WINDOW_US, decay, in_velocity_window, step
 from tables.codec import Source
 from tables.leads import LeadStore
 from tables.recent import stamp_of
@@ -284,9 +284,7 @@ class LeadBatch:
         base, config, now = self._base, self._config, self._now
         grace, rate = config.grace_days, config.daily_rate
         added = [(self.writes[e].timestamp, e, self.writes[e].points) for e in self._fresh]
-        window0 = self._in_window - sum(
-            1 for t, _, _ in added if now - VELOCITY_WINDOW_US < t <= now
-        )
+        window0 = self._in_window - sum(1 for t, _, _ in added if in_velocity_window(t, now))
         start: tuple[float, int] | None = None  # (scoreAfter, timestamp) before the first link
         tail: list[tuple[int, str, int, float]] = []  # stored facts from the earliest added on
         first = min(((t, e) for t, e, _ in added), default=None)
@@ -304,7 +302,7 @@ class LeadBatch:
 
         def at(k: int) -> tuple[float, int]:
             prefix = sorted(added[:k])
-            window = window0 + sum(1 for t, _, _ in prefix if now - VELOCITY_WINDOW_US < t <= now)
+            window = window0 + sum(1 for t, _, _ in prefix if in_velocity_window(t, now))
             if not prefix and base.last_timestamp is None:
                 return 0.0, window
             score, last = start if start is not None else (0.0, None)

@@ -92,8 +92,7 @@ class RecentEvents:
         self._pending.clear()
 
     def _remember(self, key: bytes, entry: tuple[Stamp, int, list[int]]) -> None:
-        stamp, since, stamps = entry
-        self._settled[key] = (stamp, since, stamps)
+        self._settled[key] = entry
         self._settled.move_to_end(key)
         while len(self._settled) > self.max_leads:
             self._settled.popitem(last=False)
