@@ -28,9 +28,10 @@ from msgspec.structs import replace
 from agents.outbox import send_command, send_release
 from app import wire
 from app.erasures import ErasureDirectory, erasure_record, key_hash
-from app.records import lead_erasure
+from app.partitioning import partition_for
+from app.records import OutgoingChange, lead_erasure
 from app.settings import settings
-from app.topology import app, erasures_topic, lead_changes_topic
+from app.topology import app, erasures_topic
 from core.lead import LeadSummary
 from tables.codec import Alias
 from tables.leads import lead_store
@@ -59,14 +60,17 @@ async def request_erasure(project_id: str, lead_key: str, erased_at: int, by: An
     )
 
 
-async def _materialized_erase(project_id: str, lead_key: str) -> None:
-    await lead_changes_topic.send(
-        key=f"{project_id}:{lead_key}".encode(),
-        value=lead_erasure(project_id, lead_key, epoch=settings.app_version),
-    )
+def _materialized_erase(changes: list[OutgoingChange], project_id: str, lead_key: str) -> None:
+    """The `erase` LeadChange of a key, on that key's partition: after its earlier changes."""
+    key = f"{project_id}:{lead_key}".encode()
+    erasure = lead_erasure(project_id, lead_key, epoch=settings.app_version)
+    changes.append((partition_for(key, settings.partitions), key, erasure))
 
 
-async def handle_erase(key: bytes, body: wire.Erase, partition: int) -> None:
+async def handle_erase(
+    key: bytes, body: wire.Erase, partition: int, changes: list[OutgoingChange]
+) -> None:
+    """Erase the lead (or alias) of `key`; its `erase` LeadChanges join the batch's `changes`."""
     project_id = body.project_id
     lead_key = key.decode().split(":", 1)[1]
     erased_at, by = body.erased_at, body.by
@@ -76,7 +80,7 @@ async def handle_erase(key: bytes, body: wire.Erase, partition: int) -> None:
         await _publish(project_id, [lead_key, *others], erased_at, by)
         lead_store.erase(key, partition)
         for k in [lead_key, *state.aliases]:
-            await _materialized_erase(project_id, k)
+            _materialized_erase(changes, project_id, k)
         for k in others:
             cascade = replace(body, origin="cascade")
             await send_command(f"{project_id}:{k}".encode(), cascade)
@@ -92,4 +96,4 @@ async def handle_erase(key: bytes, body: wire.Erase, partition: int) -> None:
         lead_store.erase(key, partition)
         if body.origin == "request":
             await send_command(f"{project_id}:{state.canonical}".encode(), body)
-    await _materialized_erase(project_id, lead_key)
+    _materialized_erase(changes, project_id, lead_key)

@@ -27,9 +27,14 @@ from msgspec import UNSET
 from agents import automation
 from agents.outbox import send_command, send_confirm, send_release
 from app import wire
-from app.records import ProjectRecord, lead_changes, lead_removal, split_by_bytes
+from app.records import (
+    OutgoingChange,
+    ProjectRecord,
+    lead_changes,
+    lead_removal,
+    split_by_bytes,
+)
 from app.settings import settings
-from app.topology import lead_changes_topic
 from core.identity import (
     AbsorbedEvent,
     Promotion,
@@ -61,7 +66,8 @@ COMMANDS_SOURCE = 1  # index of lead-commands in LeadSummary.applied
 
 @dataclass(frozen=True)
 class Command:
-    """A lead command (`app.wire`) as its record arrived: for the lead `key`, at `offset`."""
+    """A lead command (`app.wire`) as its record arrived: for the lead `key`, at `offset`;
+    the LeadChanges it makes join its batch's `changes`, after those of the records before it."""
 
     key: bytes
     body: wire.LeadCommand
@@ -69,6 +75,7 @@ class Command:
     partition: int
     offset: int
     now: int
+    changes: list[OutgoingChange]
 
     @property
     def source(self) -> Source:
@@ -87,16 +94,17 @@ def _done(state: LeadSummary | Alias | None, source: Source) -> bool:
 
 async def _emit(c: Command, summary: LeadSummary, rows: Any = ()) -> LeadView:
     view = lead_store.view_at(c.key, c.partition, summary, c.project.scoring, c.now)
-    await _send_changes(c.key, view, rows)
+    _send_changes(c, c.key, view, rows)
     return view
 
 
-async def _send_changes(key: bytes, view: LeadView, rows: Any) -> None:
-    """The LeadChange, split under the message size limit (`app.records.lead_changes`)."""
+def _send_changes(c: Command, key: bytes, view: LeadView, rows: Any) -> None:
+    """The LeadChange of lead `key` (of the command's partition), split under the message size
+    limit (`app.records.lead_changes`), into the batch's outgoing changes."""
     for change in lead_changes(
         "upsert", view, rows, epoch=settings.app_version, max_bytes=settings.max_message_bytes
     ):
-        await lead_changes_topic.send(key=key, value=change)
+        c.changes.append((c.partition, key, change))
 
 
 async def _promote(c: Command, cmd: wire.Promote, state: LeadSummary | None) -> None:
@@ -224,10 +232,8 @@ async def _merge(c: Command, cmd: wire.Merge, state: LeadSummary | Alias | None)
     elif state is None:  # a key seen only as an anonymousId: it just becomes an alias
         lead_store.put_alias(c.key, Alias(cmd.into, (-1, c.offset), 0))
         return
-    await lead_changes_topic.send(
-        key=c.key,
-        value=lead_removal(cmd.project_id, lead_id, cmd.into, c.now, epoch=settings.app_version),
-    )
+    removal = lead_removal(cmd.project_id, lead_id, cmd.into, c.now, epoch=settings.app_version)
+    c.changes.append((c.partition, c.key, removal))
 
 
 async def _absorb(c: Command, cmd: wire.Absorb, state: LeadSummary | None) -> None:
@@ -335,7 +341,7 @@ async def _rebuild(c: Command, key: bytes, state: LeadSummary, *, rescore: bool)
         record = lead_store.event_record(key, row.event_id)
         full_rows.append(replace(row, properties=(record[1] if record else None) or {}))
     view = lead_store.view_at(key, c.partition, rebuilt, config, c.now)
-    await _send_changes(key, view, full_rows)
+    _send_changes(c, key, view, full_rows)
     await automation.fire(c.project, state, view, c.now)  # SPEC 9: a rebuild or rescore
 
 

@@ -40,7 +40,7 @@ from app.fast_decode import fast_event
 from app.faults import dead_letter, isolate, retry_temporary
 from app.faust_patches import aiokafka_producer
 from app.partitioning import partition_for
-from app.records import ProjectRecord, lead_changes
+from app.records import OutgoingChange, ProjectRecord, lead_changes
 from app.settings import settings
 from app.topology import app, directory, scoring_source
 from core.automation import (
@@ -95,7 +95,7 @@ class _LeadWork:
 class _Outputs:
     """What a batch sends once its table writes are made durable."""
 
-    changes: list[tuple[int, bytes, bytes]] = field(default_factory=list)
+    changes: list[OutgoingChange] = field(default_factory=list)  # lead commands' too
     claims: list[wire.Claim] = field(default_factory=list)
     firings: list[FiringRecord] = field(default_factory=list)
     forwards: list[tuple[bytes, bytes, int]] = field(default_factory=list)
@@ -220,9 +220,18 @@ async def _route(message: Any, now: int, outputs: _Outputs) -> _Item | Awaitable
                 await dead_letter(message, "command for an unknown project")
                 return None
             if isinstance(command, wire.Erase):
-                return handle_erase(message.key, command, message.partition)  # ADR 0020
+                # ADR 0020
+                return handle_erase(message.key, command, message.partition, outputs.changes)
             return handle_command(
-                Command(message.key, command, owner, message.partition, message.offset, now_us())
+                Command(
+                    message.key,
+                    command,
+                    owner,
+                    message.partition,
+                    message.offset,
+                    now_us(),
+                    outputs.changes,
+                )
             )
         try:
             body = orjson.loads(memoryview(command.event))

@@ -24,6 +24,7 @@ from core.timeutil import format_timestamp
 __all__ = [
     "LEAD_CHANGE_SCHEMA",
     "MAX_RULE_POINTS",
+    "OutgoingChange",
     "ProjectRecord",
     "ProjectSettings",
     "RuleModel",
@@ -233,6 +234,14 @@ def lead_json(view: LeadView, epoch: int = 0) -> dict[str, Any]:
 
 
 ChangeKind = Literal["upsert", "refresh"]
+
+OutgoingChange = tuple[int, bytes, bytes]
+"""A LeadChange a scoring batch will send: (lead-changes partition, lead key, record).
+
+Every LeadChange a batch makes — scored events, merges, absorbs, promotes, rebuilds,
+erasures — goes into one list, sent in the order it was made: a lead's removal or erasure
+must reach the sink after the rows its events made earlier in the same batch, or the sink
+would write those rows back under a merged or erased key."""
 
 
 # A merged lead never lives again within an epoch, so its tombstone takes the epoch's highest
