@@ -35,7 +35,7 @@ stack-status: install
 test: install sdk-js-test
 	$(PY) -m ruff check .
 	$(PY) -m mypy
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider --durations=25
 
 unit: install
 	$(PY) -m pytest -q tests/unit

@@ -108,7 +108,7 @@ def ten_rules(url: str) -> list[dict[str, Any]]:
 async def scoring_with_rules(suite: Suite, receiver: _Receiver) -> dict[str, Any]:
     """Scoring throughput of one worker without rules and with 10 active rules, on one
     workload (4x the `score` workload: the runs are short otherwise), alternating, median of
-    `scoring_repeats` runs each.
+    `automation_repeats` runs each.
 
     What is timed is the scoring path, as the issue asks: triggers evaluated and candidates
     produced. So the worker runs with LEADSCORE_DELIVERY=off and nothing decides the candidates
@@ -146,7 +146,7 @@ async def scoring_with_rules(suite: Suite, receiver: _Receiver) -> dict[str, Any
             )
         return out
 
-    for n in range(s.scoring_repeats):
+    for n in range(s.automation_repeats):
         for key in runs:
             runs[key].append(await one(key, n, "none"))
     out: dict[str, Any] = {key: median_run(done) for key, done in runs.items()}

@@ -92,6 +92,9 @@ class Sizes:
     memory_events: int = 1_000_000
     memory: bool = True  # measure (10); --quick leaves it out
     scoring_repeats: int = 3  # runs of (2) and (2b), the median reported; --quick: 1
+    # runs of (9) with and without rules, alternating, the medians compared: single runs move by
+    # ±8 % on two cores, as much as the difference measured; --quick: 1
+    automation_repeats: int = 5
 
 
 QUICK = Sizes(
@@ -121,6 +124,7 @@ QUICK = Sizes(
     sink_alone=False,
     memory=False,
     scoring_repeats=1,
+    automation_repeats=1,
 )
 DEFAULT = Sizes(
     name="default",

@@ -112,6 +112,14 @@ def test_timestamp_offset_does_not_change_the_instant(us: int, offset_minutes: i
     assert parse_timestamp(local.isoformat()) == us
 
 
+@settings(max_examples=500, deadline=None)
+@given(_INSTANTS | st.integers(min_value=-(10**12), max_value=10**12))  # and around the epoch
+def test_timestamp_format_equals_isoformat(us: int) -> None:
+    """The cached per-second text plus microseconds is `isoformat`'s text, to the character."""
+    reference = (datetime(1970, 1, 1) + timedelta(microseconds=us)).isoformat() + "Z"
+    assert format_timestamp(us) == reference
+
+
 def test_timestamp_format_round_trips_for_years_below_1000() -> None:
     us = parse_timestamp("0999-01-01T00:00:00Z")
     assert format_timestamp(us) == "0999-01-01T00:00:00Z"
