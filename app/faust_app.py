@@ -8,7 +8,7 @@ from faust.transport.producer import ProducerBuffer
 from app import faust_patches
 from app.settings import settings
 
-faust_patches.apply()
+faust_patches.apply(fetch_max_wait_ms=settings.fetch_max_wait_ms)
 
 # Table writes queue here on their way to the changelogs. Faust's default of 100 stalled the
 # consumer (and logged a warning) every time a late event rewrote more than a few facts; the

@@ -157,6 +157,10 @@ class Settings:
     scoring_wait: float = 0.05
     """LEADSCORE_SCORING_WAIT: longest wait, in seconds, to fill a scoring batch: the latency a
     lone event pays before it is scored."""
+    fetch_max_wait_ms: int = 100
+    """LEADSCORE_FETCH_MAX_WAIT_MS: longest time the broker holds a worker's fetch while its
+    partitions have no new records (Faust fixes 1,500 ms; app/faust_patches.py patch 8): the
+    longest a busy partition can wait behind idle ones. From 10 to 1,000."""
     max_message_bytes: int = 900_000
     """LEADSCORE_MAX_MESSAGE_BYTES: largest message leadscore produces to its own topics; bigger
     outputs (a lead change rewriting thousands of history rows, a merge's events) are split.
@@ -229,6 +233,7 @@ class Settings:
             scoring_batch=max(1, int(_env("LEADSCORE_SCORING_BATCH", "2000"))),
             scoring_wait=max(0.001, float(_env("LEADSCORE_SCORING_WAIT", "0.05"))),
             max_message_bytes=max(64 * 1024, int(_env("LEADSCORE_MAX_MESSAGE_BYTES", "900000"))),
+            fetch_max_wait_ms=min(1_000, max(10, int(_env("LEADSCORE_FETCH_MAX_WAIT_MS", "100")))),
         )
 
     @property

@@ -3,7 +3,10 @@
 Consumes the events topic with a consumer group and produces one record per event to another
 topic, committing the group's offsets after the produced records are acknowledged — with the
 worker's batching settings (app/faust_app.py: max_poll_records 2,000, commit every 10,000 records
-or 2.8 s, producer acks=all, linger 5 ms, 256 KiB batches). `--mode json` also parses and
+or 2.8 s, fetches held at most 100 ms, producer acks=all, linger 5 ms, 256 KiB batches).
+(With aiokafka's 500 ms fetch wait, one run in three or four stalled at the end of a partition
+and read about half the rate: the reference was bimodal, ~36,000 or ~75,000/s, until session 8;
+app/faust_patches.py patch 8.) `--mode json` also parses and
 re-serializes each value (orjson), the least any scoring consumer must do.
 
     python -m bench.passthrough --bootstrap H:P --source T --dest T2 --group G --expect N
@@ -33,6 +36,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         max_poll_records=2_000,
+        fetch_max_wait_ms=args.fetch_max_wait_ms,
     )
     producer = AIOKafkaProducer(
         bootstrap_servers=args.bootstrap, acks="all", linger_ms=5, max_batch_size=256 * 1024
@@ -96,6 +100,7 @@ def main() -> None:
     p.add_argument("--expect", type=int, required=True)
     p.add_argument("--mode", choices=("raw", "json"), default="raw")
     p.add_argument("--timeout", type=float, default=120.0)
+    p.add_argument("--fetch-max-wait-ms", type=int, default=100)  # the worker's (patch 8)
     args = p.parse_args()
     print(json.dumps(asyncio.run(run(args))))
     sys.stdout.flush()

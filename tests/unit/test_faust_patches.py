@@ -33,7 +33,7 @@ def test_another_faust_release_is_refused() -> None:
 
 
 def test_every_patch_lists_what_it_relies_on() -> None:
-    assert sorted(PATCH_TARGETS) == [1, 2, 3, 4, 5, 6, 7]
+    assert sorted(PATCH_TARGETS) == [1, 2, 3, 4, 5, 6, 7, 8]
     assert all(PATCH_TARGETS.values())
 
 
@@ -101,3 +101,16 @@ async def test_patch7_leaves_faust_in_charge_when_flow_is_suspended() -> None:
 
     got = await _wait_first(owner, deliver(), owner.suspend_flow.wait(), _original=original)
     assert got == "faust's own" and len(seen) == 1
+
+
+def test_patch8_gives_the_worker_consumer_the_configured_fetch_wait() -> None:
+    from types import SimpleNamespace
+
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    faust_patches.apply()
+    assert AIOKafkaConsumerThread._create_worker_consumer is faust_patches._create_worker_consumer
+    built = SimpleNamespace(_fetch_max_wait_ms=1500)  # what Faust builds
+    got = faust_patches._create_worker_consumer(None, None, _original=lambda _self, _t: built)
+    assert got is built
+    assert got._fetch_max_wait_ms == faust_patches._fetch_max_wait_ms == 100
