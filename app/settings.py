@@ -16,6 +16,24 @@ def _env(name: str, default: str) -> str:
     return value if value not in (None, "") else default
 
 
+def _int(name: str, default: str) -> int:
+    """A whole-number setting; a malformed one is refused at start, naming the setting."""
+    value = _env(name, default)
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number, not {value!r}") from None
+
+
+def _float(name: str, default: str) -> float:
+    """A numeric setting; a malformed one is refused at start, naming the setting."""
+    value = _env(name, default)
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, not {value!r}") from None
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     kafka_bootstrap_servers: str
@@ -172,27 +190,27 @@ class Settings:
             kafka_bootstrap_servers=_env("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
             mongo_url=_env("MONGO_URL", "mongodb://127.0.0.1:27017"),
             mongo_db=_env("MONGO_DB", "leadscore"),
-            partitions=int(_env("LEADSCORE_PARTITIONS", "8")),
-            replication_factor=int(_env("LEADSCORE_REPLICATION", "1")),
-            standby_replicas=int(_env("LEADSCORE_STANDBY_REPLICAS", "1")),
-            web_port=int(_env("WEB_PORT", "6066")),
+            partitions=_int("LEADSCORE_PARTITIONS", "8"),
+            replication_factor=_int("LEADSCORE_REPLICATION", "1"),
+            standby_replicas=_int("LEADSCORE_STANDBY_REPLICAS", "1"),
+            web_port=_int("WEB_PORT", "6066"),
             web_host=_env("WEB_HOST", "127.0.0.1"),
             data_dir=Path(_env("LEADSCORE_DATA_DIR", ".local/worker-data")),
             log_level=_env("LOG_LEVEL", "info"),
             admin_token=_env("LEADSCORE_ADMIN_TOKEN", ""),
             topic_prefix=_env("LEADSCORE_TOPIC_PREFIX", "leadscore"),
-            app_version=int(_env("LEADSCORE_APP_VERSION", "1")),
-            sweep_interval=float(_env("LEADSCORE_SWEEP_INTERVAL", "3600")),
-            sink_batch_size=int(_env("LEADSCORE_SINK_BATCH", "1000")),
-            sink_batch_seconds=float(_env("LEADSCORE_SINK_WITHIN", "0.2")),
-            session_timeout=float(_env("LEADSCORE_SESSION_TIMEOUT", "30")),
+            app_version=_int("LEADSCORE_APP_VERSION", "1"),
+            sweep_interval=_float("LEADSCORE_SWEEP_INTERVAL", "3600"),
+            sink_batch_size=_int("LEADSCORE_SINK_BATCH", "1000"),
+            sink_batch_seconds=_float("LEADSCORE_SINK_WITHIN", "0.2"),
+            session_timeout=_float("LEADSCORE_SESSION_TIMEOUT", "30"),
             fixed_now=_env("LEADSCORE_NOW", ""),
             sink_enabled=_env("LEADSCORE_SINK", "on").lower() not in ("off", "0", "false", "no"),
             role=_role(_env("LEADSCORE_ROLE", "worker")),
             delivery_enabled=_env("LEADSCORE_DELIVERY", "on").lower()
             not in ("off", "0", "false", "no"),
-            session_ttl=float(_env("LEADSCORE_SESSION_TTL", str(12 * 3600))),
-            session_cache_seconds=float(_env("LEADSCORE_SESSION_CACHE", "2")),
+            session_ttl=_float("LEADSCORE_SESSION_TTL", str(12 * 3600)),
+            session_cache_seconds=_float("LEADSCORE_SESSION_CACHE", "2"),
             cookie_secure=_env("LEADSCORE_COOKIE_SECURE", "on").lower()
             not in ("off", "0", "false", "no"),
             rate_limit=_rate("LEADSCORE_RATE_LIMIT", _env("LEADSCORE_RATE_LIMIT", "2000/second")),
@@ -200,40 +218,40 @@ class Settings:
                 "LEADSCORE_RATE_LIMIT_PUBLISHABLE",
                 _env("LEADSCORE_RATE_LIMIT_PUBLISHABLE", "200/second"),
             ),
-            login_slow_after=int(_env("LEADSCORE_LOGIN_SLOW_AFTER", "3")),
-            login_lock_after=int(_env("LEADSCORE_LOGIN_LOCK_AFTER", "10")),
-            login_window=float(_env("LEADSCORE_LOGIN_WINDOW", "900")),
-            max_keys_per_project=int(_env("LEADSCORE_MAX_KEYS", "50")),
-            key_usage_flush=float(_env("LEADSCORE_KEY_USAGE_FLUSH", "10")),
+            login_slow_after=_int("LEADSCORE_LOGIN_SLOW_AFTER", "3"),
+            login_lock_after=_int("LEADSCORE_LOGIN_LOCK_AFTER", "10"),
+            login_window=_float("LEADSCORE_LOGIN_WINDOW", "900"),
+            max_keys_per_project=_int("LEADSCORE_MAX_KEYS", "50"),
+            key_usage_flush=_float("LEADSCORE_KEY_USAGE_FLUSH", "10"),
             log_format=_choice(
                 "LEADSCORE_LOG_FORMAT", _env("LEADSCORE_LOG_FORMAT", "text"), LOG_FORMATS
             ),
             access_log=_env("LEADSCORE_ACCESS_LOG", "on").lower()
             not in ("off", "0", "false", "no"),
-            max_automations_per_project=int(_env("LEADSCORE_MAX_AUTOMATIONS", "50")),
-            automation_max_age=float(_env("LEADSCORE_AUTOMATION_MAX_AGE", "86400")),
-            delivery_attempts=int(_env("LEADSCORE_DELIVERY_ATTEMPTS", "10")),
-            delivery_backoff=float(_env("LEADSCORE_DELIVERY_BACKOFF", "60")),
-            delivery_backoff_max=float(_env("LEADSCORE_DELIVERY_BACKOFF_MAX", "3600")),
-            delivery_timeout=float(_env("LEADSCORE_DELIVERY_TIMEOUT", "10")),
-            delivery_concurrency=int(_env("LEADSCORE_DELIVERY_CONCURRENCY", "256")),
-            delivery_per_destination=int(_env("LEADSCORE_DELIVERY_PER_DESTINATION", "32")),
-            delivery_poll=float(_env("LEADSCORE_DELIVERY_POLL", "1")),
-            breaker_failures=int(_env("LEADSCORE_BREAKER_FAILURES", "5")),
-            breaker_cooldown=float(_env("LEADSCORE_BREAKER_COOLDOWN", "30")),
+            max_automations_per_project=_int("LEADSCORE_MAX_AUTOMATIONS", "50"),
+            automation_max_age=_float("LEADSCORE_AUTOMATION_MAX_AGE", "86400"),
+            delivery_attempts=_int("LEADSCORE_DELIVERY_ATTEMPTS", "10"),
+            delivery_backoff=_float("LEADSCORE_DELIVERY_BACKOFF", "60"),
+            delivery_backoff_max=_float("LEADSCORE_DELIVERY_BACKOFF_MAX", "3600"),
+            delivery_timeout=_float("LEADSCORE_DELIVERY_TIMEOUT", "10"),
+            delivery_concurrency=_int("LEADSCORE_DELIVERY_CONCURRENCY", "256"),
+            delivery_per_destination=_int("LEADSCORE_DELIVERY_PER_DESTINATION", "32"),
+            delivery_poll=_float("LEADSCORE_DELIVERY_POLL", "1"),
+            breaker_failures=_int("LEADSCORE_BREAKER_FAILURES", "5"),
+            breaker_cooldown=_float("LEADSCORE_BREAKER_COOLDOWN", "30"),
             smtp_host=_env("SMTP_HOST", ""),
-            smtp_port=int(_env("SMTP_PORT", "587")),
+            smtp_port=_int("SMTP_PORT", "587"),
             smtp_tls=_smtp_tls(_env("SMTP_TLS", "starttls")),
             smtp_user=_env("SMTP_USER", ""),
             smtp_password=_env("SMTP_PASSWORD", ""),
             smtp_from=_env("SMTP_FROM", "leadscore@localhost"),
-            max_rules=int(_env("LEADSCORE_MAX_RULES", "500")),
-            produce_timeout=float(_env("LEADSCORE_PRODUCE_TIMEOUT", "5")),
-            admin_concurrency=int(_env("LEADSCORE_ADMIN_CONCURRENCY", "2")),
-            scoring_batch=max(1, int(_env("LEADSCORE_SCORING_BATCH", "2000"))),
-            scoring_wait=max(0.001, float(_env("LEADSCORE_SCORING_WAIT", "0.05"))),
-            max_message_bytes=max(64 * 1024, int(_env("LEADSCORE_MAX_MESSAGE_BYTES", "900000"))),
-            fetch_max_wait_ms=min(1_000, max(10, int(_env("LEADSCORE_FETCH_MAX_WAIT_MS", "100")))),
+            max_rules=_int("LEADSCORE_MAX_RULES", "500"),
+            produce_timeout=_float("LEADSCORE_PRODUCE_TIMEOUT", "5"),
+            admin_concurrency=_int("LEADSCORE_ADMIN_CONCURRENCY", "2"),
+            scoring_batch=max(1, _int("LEADSCORE_SCORING_BATCH", "2000")),
+            scoring_wait=max(0.001, _float("LEADSCORE_SCORING_WAIT", "0.05")),
+            max_message_bytes=max(64 * 1024, _int("LEADSCORE_MAX_MESSAGE_BYTES", "900000")),
+            fetch_max_wait_ms=min(1_000, max(10, _int("LEADSCORE_FETCH_MAX_WAIT_MS", "100"))),
         )
 
     @property
